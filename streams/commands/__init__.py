@@ -1,0 +1,1 @@
+"""The subcommands of the `cdrstream` CLI, one module per job."""

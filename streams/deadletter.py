@@ -1,0 +1,52 @@
+"""Where an input came from, and dead-letter records (SPEC rule C9)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import orjson
+
+
+class Origin(NamedTuple):
+    """Where an event was read: a topic partition and offset, or a file and line number."""
+
+    source: str
+    partition: int | None
+    offset: int
+
+    def to_json_dict(self) -> dict[str, Any]:
+        if self.partition is None:
+            return {"file": self.source, "line": self.offset}
+        return {"topic": self.source, "partition": self.partition, "offset": self.offset}
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be used, why, and where it came from.
+
+    `payload` is the decoded event (as its JSON form) where it decoded, else the raw text.
+    """
+
+    reason: str
+    origin: Origin | None
+    payload: dict[str, Any] | str
+    event_id: str | None = None
+
+    def to_json_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason}
+        out["origin"] = None if self.origin is None else self.origin.to_json_dict()
+        if isinstance(self.payload, dict):
+            out["event"] = self.payload
+        else:
+            out["raw"] = self.payload
+        return out
+
+
+def raw_text(data: bytes | str) -> str:
+    """Raw input as text for a dead-letter record (undecodable bytes replaced)."""
+    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+
+
+def dump_dead_letter(letter: DeadLetter) -> bytes:
+    return orjson.dumps(letter.to_json_dict())

@@ -1,0 +1,449 @@
+"""The correlation engine: events in, state and CDRs out (SPEC sections 3 and 5).
+
+Pure and deterministic: no I/O, no wall clock, no Kafka. Per-user state is an immutable
+`UserState`; `apply_event` adds one event to it and `evaluate_user` issues what event time
+has made final. `Engine` holds the users of one partition (or of a whole file), tracks
+event time, and calls both in a fixed order, so every shell that drives it (file mode,
+the worker, replay, tests) gets the same CDRs.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from streams import events as ev
+from streams.cdr import Cdr, CodeEntry
+from streams.cdr_builder import build_call_cdr, build_code_entry_cdr, code_entry
+from streams.correlation import Call, UserView, target_of, view_user
+from streams.deadletter import DeadLetter, Origin
+from streams.events import Event, LegKey
+from streams.legs import Leg, LegFacts, leg_facts, split_rejected
+from streams.settings import Settings
+from streams.timefmt import Millis
+
+Output = Cdr | DeadLetter
+
+# A held call waits for the user's undecided second line at most this many digit
+# timeouts past its own settle time (see README, "Decisions").
+HOLDBACK_DIGIT_TIMEOUTS = 4
+SEQ_MASK_LIMIT = 4096
+
+
+class Tombstone(NamedTuple):
+    """What is left of a leg that is final and out of memory: which seqs it had (so a
+    re-delivery is recognised) and until when, in event time, this is kept."""
+
+    seqs: int | frozenset[int]
+    expires: Millis
+
+    def had(self, seq: int) -> bool:
+        if isinstance(self.seqs, int):
+            return seq < SEQ_MASK_LIMIT and bool(self.seqs >> seq & 1)
+        return seq in self.seqs
+
+    @staticmethod
+    def of(leg: Leg, expires: Millis) -> Tombstone:
+        seqs = [event.seq for event in leg.events]
+        if seqs and max(seqs) >= SEQ_MASK_LIMIT:
+            return Tombstone(frozenset(seqs), expires)
+        mask = 0
+        for seq in seqs:
+            mask |= 1 << seq
+        return Tombstone(mask, expires)
+
+
+@dataclass(frozen=True, slots=True)
+class UserState:
+    """One user's calls in flight. Treated as immutable: every change makes a new one.
+
+    `issued` holds the latest issued version of each CDR still in memory; `due` is the
+    earliest event time at which `evaluate_user` has something to do; `waiting` is set
+    while a call waits for an undecided second line.
+    """
+
+    legs: Mapping[LegKey, Leg]
+    issued: Mapping[str, Cdr]
+    tombstones: Mapping[LegKey, Tombstone]
+    due: Millis | None = None
+    waiting: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not (self.legs or self.issued or self.tombstones)
+
+
+EMPTY_USER = UserState({}, {}, {})
+
+
+def _min(a: Millis | None, b: Millis | None) -> Millis | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a if a < b else b
+
+
+def late_letter(event: Event, origin: Origin | None, reason: str) -> DeadLetter:
+    return DeadLetter(reason, origin, event.to_json_dict(), event.event_id)
+
+
+def apply_event(
+    state: UserState, event: Event, origin: Origin | None, watermark: Millis, settings: Settings
+) -> tuple[UserState, DeadLetter | None]:
+    """Add one event to a user's state. Re-deliveries change nothing; an event for a leg
+    that is final and out of memory goes to the dead letters."""
+    key = event.leg
+    tombstone = state.tombstones.get(key)
+    if tombstone is not None:
+        if tombstone.had(event.seq):
+            return state, None
+        reason = f"late event: call leg {key.cdr_id} is already final"
+        return state, late_letter(event, origin, reason)
+    leg = state.legs.get(key)
+    due = state.due
+    if leg is None:
+        leg = Leg(key, (event,), (origin,))
+        due = _min(due, event.ts + settings.max_call_ms)  # closes a leg that never ends
+    elif leg.has_event(event):
+        return state, None
+    else:
+        leg = leg.with_event(event, origin)
+    legs = dict(state.legs)
+    legs[key] = leg
+    if event.type == ev.CALL_RELEASED:
+        due = _min(due, event.ts + settings.settle_ms)
+    elif event.type == ev.CALL_STARTED:
+        due = _min(due, event.ts + settings.max_call_ms)
+    if state.waiting or event.ts <= watermark - settings.settle_ms:
+        due = _min(due, event.ts)  # may change what is issued or waiting: look again now
+    return UserState(legs, state.issued, state.tombstones, due, state.waiting), None
+
+
+class _Evaluation:
+    """The working state of one `evaluate_user` call."""
+
+    def __init__(self, state: UserState, watermark: Millis, settings: Settings, final: bool):
+        self.settings = settings
+        self.watermark = watermark
+        self.final = final
+        self.legs = dict(state.legs)
+        self.issued = dict(state.issued)
+        self.tombstones = dict(state.tombstones)
+        self.outputs: list[Output] = []
+        self.due: Millis | None = None
+        self.waiting = False
+
+    def wake_at(self, moment: Millis) -> None:
+        if moment > self.watermark:
+            self.due = _min(self.due, moment)
+
+    def reached(self, moment: Millis) -> bool:
+        return self.final or moment <= self.watermark
+
+    def issue(self, built: Cdr) -> None:
+        previous = self.issued.get(built.cdr_id)
+        if previous is not None and previous.same_content(built):
+            return
+        version = 1 if previous is None else previous.version + 1
+        if version != built.version:
+            built = _with_version(built, version)
+        self.issued[built.cdr_id] = built
+        self.outputs.append(built)
+
+    def next_version(self, cdr_id: str) -> int:
+        previous = self.issued.get(cdr_id)
+        return 1 if previous is None else previous.version + 1
+
+    def forget(self, keys: Iterable[LegKey], reason: str | None = None) -> None:
+        """Drop legs from memory, leaving tombstones; with a reason, their events go to the
+        dead letters first."""
+        expires = self.watermark + self.settings.max_call_ms
+        for key in keys:
+            leg = self.legs.pop(key, None)
+            if leg is None:
+                continue
+            if reason is not None:
+                for event, origin in sorted(zip(leg.events, leg.origins, strict=True), key=_by_seq):
+                    self.outputs.append(late_letter(event, origin, reason))
+            self.issued.pop(key.cdr_id, None)
+            self.tombstones[key] = Tombstone.of(leg, expires)
+
+    def state(self) -> UserState:
+        for tombstone in self.tombstones.values():
+            self.wake_at(tombstone.expires)
+        return UserState(self.legs, self.issued, self.tombstones, self.due, self.waiting)
+
+
+def _by_seq(pair: tuple[Event, Origin | None]) -> tuple[int, str]:
+    return pair[0].seq, pair[0].event_id
+
+
+def _with_version(cdr: Cdr, version: int) -> Cdr:
+    from dataclasses import replace
+
+    return replace(cdr, version=version)
+
+
+def _clean_and_close(run: _Evaluation) -> dict[LegKey, LegFacts]:
+    """Reject contract-breaking events, close legs past max_call_hours, read the facts."""
+    settings = run.settings
+    facts: dict[LegKey, LegFacts] = {}
+    for key in sorted(run.legs):
+        leg, rejected = split_rejected(run.legs[key])
+        for item in rejected:
+            run.outputs.append(late_letter(item.event, item.origin, item.reason))
+        read = leg_facts(leg, settings)
+        if read.release is None and not leg.closed:
+            closes_at = read.start_ts + settings.max_call_ms
+            if run.reached(closes_at):
+                leg = leg._replace(closed=True)
+                read = leg_facts(leg, settings)
+            else:
+                run.wake_at(closes_at)
+        run.legs[key] = leg
+        facts[key] = read
+    return facts
+
+
+def _issue_code_entry_legs(run: _Evaluation, view: UserView) -> dict[LegKey, list[CodeEntry]]:
+    """Issue the code-entry legs that are final; return the entries each call receives."""
+    received: dict[LegKey, list[CodeEntry]] = {}
+    settings = run.settings
+    for key, leg in view.code_entry_legs.items():
+        assert leg.release is not None and leg.entry is not None
+        final_at = leg.release.ts + settings.settle_ms
+        if not run.reached(final_at):
+            run.wake_at(final_at)
+            continue
+        if leg.started is None:
+            run.forget([key], f"call leg {key.cdr_id} has no call_started event")
+            continue
+        target = target_of(view, leg, settings.correction_window_ms)
+        target_call = None if target is None else view.calls.get(target)
+        if target_call is None or target_call.root is None:
+            target = None
+        else:
+            received.setdefault(target, []).append(code_entry(leg.entry, "second_line", leg))
+        cdr_id = key.cdr_id
+        run.issue(build_code_entry_cdr(
+            settings, leg, None if target is None else target.cdr_id, run.next_version(cdr_id)
+        ))
+    return received
+
+
+def _call_entries(call: Call, received: list[CodeEntry]) -> list[CodeEntry]:
+    own = [code_entry(leg.entry, "pre_dial", leg) for leg in call.legs if leg.entry is not None]
+    return sorted(own + received, key=lambda entry: (entry.entered_at, entry.entry_call_id))
+
+
+def _undecided(run: _Evaluation, view: UserView) -> list[LegFacts]:
+    """Legs that may yet add an entry to a call: open legs that may become code-entry
+    legs, and code-entry legs not yet final."""
+    settle = run.settings.settle_ms
+    return view.undecided + [
+        leg
+        for leg in view.code_entry_legs.values()
+        if leg.release is not None and not run.reached(leg.release.ts + settle)
+    ]
+
+
+def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFacts]) -> bool:
+    """A held call waits (a bounded time) for an undecided second line of the same user
+    that started before it ended, so its first version already has the code."""
+    if run.final or not any(leg.holds for leg in call.legs):
+        return False
+    release = call.release_time
+    if not any(leg.start_ts <= release and leg.key not in call.legs_keys() for leg in open_legs):
+        return False
+    settings = run.settings
+    limit = (
+        release + settings.settle_ms + HOLDBACK_DIGIT_TIMEOUTS * settings.digit_timeout_ms
+    )
+    if run.reached(limit):
+        return False
+    run.wake_at(limit)
+    return True
+
+
+def _issue_calls(
+    run: _Evaluation, view: UserView, received: Mapping[LegKey, list[CodeEntry]]
+) -> list[LegKey]:
+    """Issue every call that is final; return the calls issued and current."""
+    settings = run.settings
+    open_legs = _undecided(run, view)
+    current: list[LegKey] = []
+    for key, call in view.calls.items():
+        if call.root is None:
+            _unattached_ring_legs(run, key, call)
+            continue
+        if not call.released:
+            continue
+        final_at = call.release_time + settings.settle_ms
+        if not run.reached(final_at):
+            run.wake_at(final_at)
+            continue
+        if call.root.started is None:
+            run.forget([leg.key for leg in call.legs], f"call leg {key.cdr_id} has no call_started event")
+            continue
+        if _waits_for_second_line(run, call, open_legs):
+            run.waiting = True
+            continue
+        entries = _call_entries(call, received.get(key, []))
+        run.issue(build_call_cdr(settings, call.root, call.ring, entries, run.next_version(key.cdr_id)))
+        current.append(key)
+    return current
+
+
+def _unattached_ring_legs(run: _Evaluation, parent: LegKey, call: Call) -> None:
+    """Simultaneous Ring legs whose call was never seen: dead letters once final."""
+    if parent in run.tombstones:
+        reason = f"late Simultaneous Ring leg: call {parent.cdr_id} is already final"
+    else:
+        reason = f"Simultaneous Ring leg of call {parent.cdr_id}, which was never seen"
+    for leg in call.ring:
+        if leg.release is None:
+            continue
+        final_at = leg.release.ts + run.settings.settle_ms
+        if run.reached(final_at):
+            run.forget([leg.key], reason)
+        else:
+            run.wake_at(final_at)
+
+
+def _evict(run: _Evaluation, view: UserView, current: list[LegKey]) -> None:
+    """Drop calls that can no longer change (rule C8, bounded state)."""
+    settings = run.settings
+    window = settings.correction_window_ms
+    pending = _undecided(run, view)
+    applied_to: dict[str, list[LegKey]] = {}
+    for key in view.code_entry_legs:
+        issued = run.issued.get(key.cdr_id)
+        if issued is None:
+            continue
+        if issued.applied_to_cdr_id is None:
+            run.forget([key])  # an orphan is final once issued
+        else:
+            applied_to.setdefault(issued.applied_to_cdr_id, []).append(key)
+    for key in current:
+        call = view.calls[key]
+        release = call.release_time
+        leaves_at = release + settings.settle_ms + window
+        if not run.reached(leaves_at):
+            run.wake_at(leaves_at)
+            continue
+        if not run.final and any(leg.start_ts <= release + window for leg in pending):
+            continue  # looked at again when that leg is decided
+        run.forget([leg.key for leg in call.legs] + applied_to.get(key.cdr_id, []))
+
+
+def evaluate_user(
+    state: UserState, watermark: Millis, settings: Settings, final: bool = False
+) -> tuple[UserState, list[Output]]:
+    """Issue what event time `watermark` has made final for one user, and forget what can
+    no longer change. With `final` (end of input) every open leg is closed and every call
+    issued."""
+    run = _Evaluation(state, watermark, settings, final)
+    for key, tombstone in list(run.tombstones.items()):
+        if run.reached(tombstone.expires) and not final:
+            del run.tombstones[key]
+    facts = _clean_and_close(run)
+    view = view_user(facts)
+    received = _issue_code_entry_legs(run, view)
+    current = _issue_calls(run, view, received)
+    _evict(run, view, current)
+    return run.state(), run.outputs
+
+
+class Engine:
+    """The users of one partition (or one file) and their event time.
+
+    `feed` one event at a time, `advance` event time without events (the worker's idle
+    flush), and `finish` at the end of the input. Each returns what it issued, in order.
+    """
+
+    def __init__(self, settings: Settings, users: Mapping[str, UserState] | None = None):
+        self.settings = settings
+        self.users: dict[str, UserState] = dict(users or {})
+        self.watermark: Millis | None = None
+        self._schedule: list[tuple[Millis, str]] = []
+        self.changed: set[str] = set()
+        for user_id, state in self.users.items():
+            if state.due is not None:
+                self._schedule.append((state.due, user_id))
+        heapq.heapify(self._schedule)
+
+    def _store(self, user_id: str, before: UserState | None, after: UserState) -> None:
+        if after.empty:
+            self.users.pop(user_id, None)
+        else:
+            self.users[user_id] = after
+            if after.due is not None and (before is None or after.due != before.due):
+                heapq.heappush(self._schedule, (after.due, user_id))
+        self.changed.add(user_id)
+
+    def feed(self, event: Event, origin: Origin | None = None) -> list[Output]:
+        watermark = event.ts if self.watermark is None else max(self.watermark, event.ts)
+        before = self.users.get(event.user_id)
+        after, letter = apply_event(before or EMPTY_USER, event, origin, watermark, self.settings)
+        outputs: list[Output] = [] if letter is None else [letter]
+        if after is not before:
+            self._store(event.user_id, before, after)
+        if watermark != self.watermark or (after.due is not None and after.due <= watermark):
+            self.watermark = watermark
+            outputs.extend(self._run_due())
+        return outputs
+
+    def advance(self, watermark: Millis) -> list[Output]:
+        """Move event time forward to `watermark` (never back) and issue what is due."""
+        if self.watermark is not None and watermark <= self.watermark:
+            return []
+        self.watermark = watermark
+        return self._run_due()
+
+    def _run_due(self) -> list[Output]:
+        outputs: list[Output] = []
+        watermark = self.watermark
+        assert watermark is not None
+        schedule = self._schedule
+        while schedule and schedule[0][0] <= watermark:
+            due, user_id = heapq.heappop(schedule)
+            state = self.users.get(user_id)
+            if state is None or state.due is None or state.due > watermark:
+                continue
+            after, issued = evaluate_user(state, watermark, self.settings)
+            self._store(user_id, state, after)
+            outputs.extend(issued)
+        return outputs
+
+    def finish(self) -> list[Output]:
+        """End of input: close every open leg and issue everything, users in order."""
+        watermark = self.watermark or 0
+        outputs: list[Output] = []
+        for user_id in sorted(self.users):
+            state = self.users[user_id]
+            after, issued = evaluate_user(state, watermark, self.settings, final=True)
+            outputs.extend(issued)
+            self._store(user_id, state, UserState({}, {}, after.tombstones))
+        self._schedule.clear()
+        return outputs
+
+    def take_changed(self) -> dict[str, UserState | None]:
+        """The users changed since the last call (None: gone), for a state store."""
+        changed = {user_id: self.users.get(user_id) for user_id in sorted(self.changed)}
+        self.changed.clear()
+        return changed
+
+    @property
+    def open_legs(self) -> int:
+        return sum(len(state.legs) for state in self.users.values())
+
+
+def run_events(settings: Settings, events: Iterable[tuple[Event, Origin | None]]) -> Iterator[Output]:
+    """Drive a fresh engine over events in the order given, then finish."""
+    engine = Engine(settings)
+    for event, origin in events:
+        yield from engine.feed(event, origin)
+    yield from engine.finish()

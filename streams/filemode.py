@@ -1,0 +1,59 @@
+"""File mode (SPEC section 6): events from a file through the engine to CDR files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from streams.cdr import Cdr
+from streams.deadletter import DeadLetter
+from streams.engine import Engine, Output
+from streams.serialization import CdrFormat, CdrWriter, DeadLetterWriter, read_events
+from streams.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStats:
+    events: int
+    cdrs: int
+    calls: int
+    dead_letters: int
+    dead_letter_path: Path
+
+
+def dead_letter_path(output: str | Path) -> Path:
+    """`CDRS.jsonl` -> `CDRS.dlq.jsonl` (any extension of the output is replaced)."""
+    path = Path(output)
+    return path.with_name(path.stem + ".dlq.jsonl") if path.suffix else Path(f"{path}.dlq.jsonl")
+
+
+def process_file(
+    settings: Settings, input_path: str | Path, output_path: str | Path, fmt: CdrFormat = "jsonl"
+) -> ProcessStats:
+    """Run every event of `input_path` (in file order) through one engine; write every CDR
+    version issued, in issue order, and the dead letters beside the output."""
+    engine = Engine(settings)
+    letters_path = dead_letter_path(output_path)
+    events = 0
+    cdr_ids: set[str] = set()
+    with CdrWriter(output_path, fmt) as cdrs, DeadLetterWriter(letters_path) as letters:
+
+        def emit(outputs: list[Output]) -> None:
+            for item in outputs:
+                if isinstance(item, Cdr):
+                    cdrs.write(item)
+                    cdr_ids.add(item.cdr_id)
+                else:
+                    letters.write(item)
+
+        feed = engine.feed
+        for item, origin in read_events(input_path):
+            events += 1
+            if isinstance(item, DeadLetter):
+                letters.write(item)
+            else:
+                outputs = feed(item, origin)
+                if outputs:
+                    emit(outputs)
+        emit(engine.finish())
+    return ProcessStats(events, cdrs.count, len(cdr_ids), letters.count, letters_path)

@@ -1,0 +1,232 @@
+"""Typed settings: the TOML file of SPEC section 2 plus cdrstream's own tables.
+
+Every key is checked: an unknown key, a wrong type or an impossible value is refused with a
+`ConfigError` that names the key. Secrets and endpoints may come from the environment:
+`CDRSTREAM_<TABLE>__<KEY>` overrides `[table] key` (for example
+`CDRSTREAM_KAFKA__SASL_PASSWORD`), and `KAFKA_BOOTSTRAP_SERVERS` overrides
+`[kafka] bootstrap_servers`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from streams.errors import ConfigError
+from streams.timefmt import zone
+
+CallCategory = Literal[
+    "internal", "local", "toll_free", "national", "international", "emergency", "other"
+]
+CALL_CATEGORIES: tuple[str, ...] = (
+    "internal", "local", "toll_free", "national", "international", "emergency", "other",
+)
+
+_FAC = re.compile(r"^[*#]?[0-9*#]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class GroupPolicy(_Strict):
+    """Account-code policy of one group (or the default group)."""
+
+    code_digits: Annotated[int, Field(ge=1, le=20)] = 4
+    usage: Literal["optional", "mandatory"] = "optional"
+    exempt_users: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    allow_without_code: Annotated[tuple[CallCategory, ...], Field(strict=False)] = ()
+
+
+class KafkaSettings(_Strict):
+    """The `[kafka]` table: where and how the streaming commands talk to Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    call_events_topic: str = "call-events"
+    dtmf_events_topic: str = "dtmf-events"
+    cdr_topic: str = "cdr"
+    dlq_topic: str = "cdr-dlq"
+    partitions: Annotated[int, Field(ge=1, le=10_000)] = 6
+    replication_factor: Annotated[int, Field(ge=1, le=100)] = 1
+    encoding: Literal["avro", "json"] = "avro"
+    cdr_encoding: Literal["avro", "json"] = "avro"
+    client_id: str = "cdrstream"
+    group_id: str = "cdrstream-worker"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                "security_protocol SASL_* needs sasl_mechanism, sasl_username and "
+                "sasl_password (the password from CDRSTREAM_KAFKA__SASL_PASSWORD)"
+            )
+        return self
+
+
+class WorkerSettings(_Strict):
+    """The `[worker]` table: the Faust worker."""
+
+    app_id: str = "cdrstream"
+    web_port: Annotated[int, Field(ge=0, le=65535)] = 6066
+    store: str = "memory://"
+    idle_flush_seconds: Annotated[float, Field(gt=0)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 2000
+    batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
+
+
+class ReportSettings(_Strict):
+    """The `[report]` table: billing report conventions."""
+
+    billing_increment_minutes: Annotated[float, Field(gt=0, le=1440)] = 6
+    minimum_billable_seconds: Annotated[int, Field(ge=0)] = 0
+
+
+class Settings(_Strict):
+    """The whole configuration."""
+
+    feature_access_code: str = "*71"
+    settle_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5
+    correction_window_seconds: Annotated[float, Field(ge=0, le=86_400 * 7)] = 0
+    max_call_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 24
+    digit_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
+    default_timezone: str = "America/New_York"
+    default_group: GroupPolicy = GroupPolicy()
+    groups: dict[str, GroupPolicy] = {}
+    client_codes: dict[str, dict[str, str]] = {}
+    kafka: KafkaSettings = KafkaSettings()
+    worker: WorkerSettings = WorkerSettings()
+    report: ReportSettings = ReportSettings()
+
+    @field_validator("feature_access_code")
+    @classmethod
+    def _fac_digits(cls, value: str) -> str:
+        if not _FAC.match(value):
+            raise ValueError("must be DTMF digits (0-9, * and #), e.g. '*71'")
+        return value
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if zone(value) is None:
+            raise ValueError(f"unknown IANA time zone {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _registry_codes_fit(self) -> Settings:
+        for group, registry in self.client_codes.items():
+            digits = self.policy(group).code_digits
+            for code in registry:
+                if not (code.isdigit() and len(code) == digits):
+                    raise ValueError(
+                        f"client_codes.{group}.{code}: a code of group {group!r} is "
+                        f"{digits} digits 0-9"
+                    )
+        return self
+
+    def policy(self, group_id: str) -> GroupPolicy:
+        """The account-code policy that applies to `group_id`."""
+        return self.groups.get(group_id, self.default_group)
+
+    @property
+    def settle_ms(self) -> int:
+        return round(self.settle_seconds * 1000)
+
+    @property
+    def correction_window_ms(self) -> int:
+        return round(self.correction_window_seconds * 1000)
+
+    @property
+    def max_call_ms(self) -> int:
+        return round(self.max_call_hours * 3_600_000)
+
+    @property
+    def digit_timeout_ms(self) -> int:
+        return round(self.digit_timeout_seconds * 1000)
+
+
+ENV_PREFIX = "CDRSTREAM_"
+
+
+def _env_value(text: str) -> Any:
+    """An environment value: a TOML scalar where it parses as one, else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    for name, text in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX):].lower().split("__")
+        target = merged
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a table")
+        target[path[-1]] = _env_value(text)
+    if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        merged.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
+    return merged
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"])
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+    return "\n".join(lines)
+
+
+def settings_from_mapping(
+    raw: Mapping[str, Any], source: str = "config", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Validate a parsed TOML document (plus environment overrides) into Settings."""
+    merged = _overlay_env(dict(raw), os.environ if environ is None else environ)
+    try:
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, source)) from None
+
+
+def default_config_text() -> str:
+    """The embedded default configuration (streams/default_config.toml)."""
+    return resources.files("streams").joinpath("default_config.toml").read_text("utf-8")
+
+
+def load_settings(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load the TOML file at `path`, or the embedded default when `path` is None."""
+    if path is None:
+        text, source = default_config_text(), "embedded default config"
+    else:
+        source = str(path)
+        try:
+            text = Path(path).read_text("utf-8")
+        except OSError as error:
+            raise ConfigError(f"{source}: cannot read: {error.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source}: not valid TOML: {error}") from None
+    return settings_from_mapping(raw, source, environ)

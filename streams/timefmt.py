@@ -1,0 +1,43 @@
+"""Event time: milliseconds since the Unix epoch, UTC, and its ISO 8601 text form."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from functools import lru_cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+Millis = int
+
+
+def parse_iso(text: str) -> Millis:
+    """`2026-11-24T14:03:07.250Z` (any offset accepted) to epoch milliseconds.
+
+    Raises ValueError for text that is not an ISO 8601 timestamp with a zone.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError(f"timestamp {text!r} has no time zone (use Z)")
+    return round(moment.timestamp() * 1000)
+
+
+def format_iso(ms: Millis) -> str:
+    """Epoch milliseconds to `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+@lru_cache(maxsize=512)
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA zone of that name, or None where there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def local_date(ms: Millis, zone_name: str) -> date:
+    """The calendar date at `ms` in zone `zone_name` (which must exist)."""
+    tz = zone(zone_name)
+    if tz is None:
+        raise ValueError(f"unknown time zone {zone_name!r}")
+    return datetime.fromtimestamp(ms / 1000, tz).date()
