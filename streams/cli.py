@@ -14,8 +14,9 @@ from streams.errors import CdrStreamError
 # `handler(args) -> int` as the parser default.
 COMMAND_MODULES = (
     "streams.commands.process",
+    "streams.commands.kafka",
     # "streams.commands.simulate",
-    # "streams.commands.report",
+    "streams.commands.report",
     # "streams.commands.demo",
 )
 

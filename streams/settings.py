@@ -83,11 +83,17 @@ class WorkerSettings(_Strict):
     """The `[worker]` table: the Faust worker."""
 
     app_id: str = "cdrstream"
-    web_port: Annotated[int, Field(ge=0, le=65535)] = 6066
-    store: str = "memory://"
-    idle_flush_seconds: Annotated[float, Field(gt=0)] | None = None
-    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 2000
-    batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.2
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 6066
+    web_bind: str = "0.0.0.0"
+    store: Literal["memory://", "rocksdb://"] = "memory://"
+    data_dir: str = ".cache/worker"
+    idle_flush_seconds: Annotated[float, Field(gt=0, le=86_400)] | None = None
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.05
+    commit_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
+    rebalance_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
+    session_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
+    heartbeat_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 3
 
 
 class ReportSettings(_Strict):

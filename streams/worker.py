@@ -1,0 +1,225 @@
+"""`cdrstream worker`: the Faust shell around the engine (SPEC sections 3 to 5).
+
+One agent reads both event topics (co-partitioned by user_id) in batches; a
+`StreamProcessor` keeps one engine per partition; per-user state lives in the Faust table
+`user-state` (changelog-backed; memory or RocksDB). For each batch, in this order:
+
+1. every CDR and dead letter the batch issued is produced and its delivery awaited;
+2. the changed user states go to the table (and its changelog), and the producer is
+   flushed;
+3. only then are the batch's events acknowledged, so their offsets can be committed.
+
+A crash at any point replays events whose effects were not all persisted; the engine
+ignores re-deliveries and issues the same CDR versions again (same key, same content), so
+the final CDR set does not change: at-least-once, idempotent by `cdr_id` and `version`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from streams.cdr import Cdr
+from streams.engine import Output
+from streams.serialization import encode_cdr_message, encode_dead_letter_message
+from streams.settings import Settings
+from streams.stream_processor import Message, StateWrite, StreamProcessor
+
+TABLE_NAME = "user-state"
+
+
+class _PartitionEvent:
+    """Stands in for a Faust event of a partition while writing table keys, so the table
+    sends each key's change to that partition of its changelog (and RocksDB store)."""
+
+    class _Message:
+        def __init__(self, topic: str, partition: int):
+            self.topic = topic
+            self.partition = partition
+
+    def __init__(self, topic: str, partition: int):
+        self.message = self._Message(topic, partition)
+
+
+@contextlib.contextmanager
+def _in_partition(topic: str, partition: int) -> Iterator[None]:
+    stand_in = _PartitionEvent(topic, partition)
+    token = _current_event.set(weakref.ref(stand_in))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+class Metrics:
+    """Prometheus metrics served at /metrics on the worker's web port."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.events = Counter("cdrstream_events_in", "Events consumed", ["topic"], registry=self.registry)
+        self.cdrs = Counter("cdrstream_cdrs_out", "CDR versions published", ["record_type"], registry=self.registry)
+        self.dead_letters = Counter("cdrstream_dead_letters", "Dead letters published", registry=self.registry)
+        self.open_legs = Gauge("cdrstream_open_legs", "Call legs held in memory", registry=self.registry)
+        self.lag = Gauge("cdrstream_consumer_lag", "Messages not yet consumed", ["topic", "partition"], registry=self.registry)
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
+
+
+def _broker_urls(servers: str) -> list[str]:
+    return [f"kafka://{server.strip()}" for server in servers.split(",") if server.strip()]
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The Faust app of the worker, configured from `settings`."""
+    kafka, worker = settings.kafka, settings.worker
+    app_options: dict[str, Any] = {}
+    if kafka.security_protocol != "PLAINTEXT":
+        app_options["broker_credentials"] = _credentials(settings)
+    app = faust.App(
+        worker.app_id,
+        broker=_broker_urls(kafka.bootstrap_servers),
+        store=worker.store,
+        datadir=str(Path(worker.data_dir) / worker.app_id),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        processing_guarantee="at_least_once",
+        broker_commit_interval=worker.commit_interval_seconds,
+        broker_rebalance_timeout=worker.rebalance_timeout_seconds,
+        broker_session_timeout=worker.session_timeout_seconds,
+        broker_heartbeat_interval=worker.heartbeat_interval_seconds,
+        web_port=worker.web_port,
+        web_bind=worker.web_bind,
+        web_in_thread=False,
+        stream_wait_empty=False,
+        table_cleanup_interval=3600.0,
+        **app_options,
+    )
+    _wire(app, settings)
+    return app
+
+
+def _credentials(settings: Settings) -> Any:
+    kafka = settings.kafka
+    ssl_context = None
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        ssl_context = faust.ssl.create_default_context(
+            purpose=faust.ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_cafile
+        )
+        if kafka.ssl_certfile:
+            ssl_context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
+    if kafka.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(
+            username=kafka.sasl_username, password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism, ssl_context=ssl_context,
+        )
+    return faust.SSLCredentials(ssl_context)
+
+
+def _wire(app: faust.App, settings: Settings) -> None:
+    kafka, worker = settings.kafka, settings.worker
+    events_topic = app.topic(
+        kafka.call_events_topic, kafka.dtmf_events_topic, key_type=bytes, value_type=bytes
+    )
+    cdr_topic = app.topic(kafka.cdr_topic, key_type=bytes, value_type=bytes)
+    dlq_topic = app.topic(kafka.dlq_topic, key_type=bytes, value_type=bytes)
+    table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+    processor = StreamProcessor(settings)
+    metrics = Metrics()
+    lock = asyncio.Lock()
+
+    async def publish(outputs: Sequence[Output]) -> None:
+        pending = []
+        for item in outputs:
+            if isinstance(item, Cdr):
+                value = encode_cdr_message(item, kafka.cdr_encoding)
+                pending.append(await cdr_topic.send(key=item.cdr_id.encode(), value=value, force=True))
+                metrics.cdrs.labels(item.record_type).inc()
+            else:
+                pending.append(await dlq_topic.send(
+                    key=None if item.event_id is None else item.event_id.encode(),
+                    value=encode_dead_letter_message(item, kafka.cdr_encoding),
+                    force=True,
+                ))
+                metrics.dead_letters.inc()
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def persist() -> None:
+        writes: list[StateWrite] = list(processor.state_writes())
+        for write in writes:
+            with _in_partition(kafka.call_events_topic, write.partition):
+                if write.value is None:
+                    table.pop(write.key, None)
+                else:
+                    table[write.key] = write.value
+        if writes:
+            await app.producer.flush()
+        metrics.open_legs.set(processor.open_legs)
+
+    @app.agent(events_topic, name="correlate")
+    async def correlate(stream: faust.StreamT[bytes]) -> None:
+        async for batch in stream.take_events(worker.batch_size, within=worker.batch_timeout_seconds):
+            async with lock:
+                messages = [
+                    Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                    for e in batch
+                ]
+                processor.restore({m.partition for m in messages}, table.data, time.time())
+                for message in messages:
+                    metrics.events.labels(message.topic).inc()
+                await publish(processor.handle(messages, time.time()))
+                await persist()
+
+    @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))
+    async def idle_flush() -> None:
+        async with lock:
+            outputs = processor.idle_flush(time.time())
+            if outputs:
+                await publish(outputs)
+                await persist()
+            _update_lag(app, processor, metrics)
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        async with lock:
+            processor.forget({tp.partition for tp in revoked if tp.topic == kafka.call_events_topic})
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    app.cdrstream_processor = processor  # type: ignore[attr-defined]
+
+
+def _update_lag(app: faust.App, processor: StreamProcessor, metrics: Metrics) -> None:
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return
+    for (topic, partition), offset in processor.positions.items():
+        with contextlib.suppress(Exception):
+            highwater = consumer.highwater(faust.types.TP(topic, partition))
+            if highwater is not None:
+                metrics.lag.labels(topic, str(partition)).set(max(highwater - offset - 1, 0))
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    """Run the worker until stopped (SIGTERM or SIGINT stop it cleanly)."""
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
