@@ -19,7 +19,7 @@ from typing import IO, Any, Literal
 
 import fastavro
 import orjson
-from fastavro.schema import fingerprint, parse_schema
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin
@@ -71,7 +71,7 @@ def schema(name: str) -> Any:
 @cache
 def schema_fingerprint(name: str) -> bytes:
     """The schema's CRC-64-AVRO fingerprint, little-endian (as single-object encoding uses)."""
-    value = int(fingerprint(schema(name), "CRC-64-AVRO"), 16)
+    value = int(fingerprint(to_parsing_canonical_form(schema(name)), "CRC-64-AVRO"), 16)
     return struct.pack("<Q", value)
 
 
@@ -268,8 +268,9 @@ def read_cdrs(path: str | Path) -> Iterator[Cdr]:
             for record in fastavro.reader(handle):
                 yield cdr_from_dict(record)
         elif name.endswith(".csv"):
-            for row in csv.DictReader(io.TextIOWrapper(handle, "utf-8", newline="")):
-                yield cdr_from_dict(_csv_row_to_dict(row))
+            with io.TextIOWrapper(handle, "utf-8", newline="") as text:
+                for row in csv.DictReader(text):
+                    yield cdr_from_dict(_csv_row_to_dict(row))
         else:
             for number, line in enumerate(handle, start=1):
                 if line.strip():

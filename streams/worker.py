@@ -218,6 +218,7 @@ def _update_lag(app: faust.App, processor: StreamProcessor, metrics: Metrics) ->
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until stopped (SIGTERM or SIGINT stop it cleanly)."""
+    Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
