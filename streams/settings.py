@@ -13,11 +13,20 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
+from datetime import date
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streams.errors import ConfigError
 from streams.timefmt import zone
@@ -103,6 +112,112 @@ class ReportSettings(_Strict):
     minimum_billable_seconds: Annotated[int, Field(ge=0)] = 0
 
 
+ExportFormat = Literal["csv", "json"]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+ALL_GROUPS = "*"
+
+
+def _unique(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values:
+        raise ValueError("must list at least one")
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"listed more than once: {', '.join(repeated)}")
+    return values
+
+
+class ExportSettings(_Strict):
+    """The `[export]` table: the daily files (one per group per local day) and their schedule.
+
+    See docs/daily-files.md."""
+
+    formats: Annotated[
+        tuple[ExportFormat, ...], Field(strict=False), AfterValidator(_unique)
+    ] = ("csv",)
+    output_dir: Annotated[str, Field(min_length=1)] = "daily-files"
+    ledger_path: Annotated[str, Field(min_length=1)] | None = None
+    groups: Annotated[tuple[str, ...], Field(strict=False)] = ()
+    timezones: dict[str, str] = {}
+    grace_seconds: Annotated[float, Field(ge=0, le=7 * 86_400)] = 0
+    catch_up_days: Annotated[int, Field(ge=0, le=366)] = 7
+    start_date: date | None = None
+    worker_enabled: bool = False
+
+    @field_validator("timezones")
+    @classmethod
+    def _known_zones(cls, value: dict[str, str]) -> dict[str, str]:
+        for group, name in value.items():
+            if zone(name) is None:
+                raise ValueError(f"{group}: unknown IANA time zone {name!r}")
+        return value
+
+    @property
+    def ledger_file(self) -> Path:
+        """The delivery ledger: `ledger_path`, else `delivery-ledger.json` in `output_dir`."""
+        if self.ledger_path is not None:
+            return Path(self.ledger_path)
+        return Path(self.output_dir) / "delivery-ledger.json"
+
+
+class SftpDestination(_Strict):
+    """One `[[sftp]]` destination of the daily files. Public-key authentication only; the
+    server's host key must be in `known_hosts_file`."""
+
+    name: Annotated[str, Field(pattern=_NAME)]
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    user: Annotated[str, Field(min_length=1)]
+    private_key_file: Annotated[str, Field(min_length=1)]
+    passphrase_env: Annotated[str, Field(pattern=_ENV_NAME)] | None = None
+    known_hosts_file: Annotated[str, Field(min_length=1)]
+    remote_dir: Annotated[str, Field(min_length=1)] = "."
+    groups: Annotated[tuple[str, ...], Field(strict=False), AfterValidator(_unique)]
+    formats: Annotated[
+        tuple[ExportFormat, ...], Field(strict=False), AfterValidator(_unique)
+    ] | None = None
+    connect_timeout_seconds: Annotated[float, Field(gt=0, le=600)] = 15
+    io_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
+    retries: Annotated[int, Field(ge=0, le=100)] = 5
+    retry_initial_seconds: Annotated[float, Field(gt=0, le=3600)] = 2
+    retry_max_seconds: Annotated[float, Field(gt=0, le=86_400)] = 300
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_passwords(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in ("password", "passphrase"):
+                if key in data:
+                    raise ValueError(
+                        f"{key}: not accepted: no passwords in config files. Authenticate "
+                        "with private_key_file; if that key is encrypted, put its passphrase "
+                        "in an environment variable and name the variable in passphrase_env"
+                    )
+        return data
+
+    @field_validator("passphrase_env")
+    @classmethod
+    def _not_an_override(cls, value: str | None) -> str | None:
+        if value is not None and value.upper().startswith(ENV_PREFIX):
+            raise ValueError(
+                f"must not start with {ENV_PREFIX} (such variables are read as config "
+                "overrides); e.g. SFTP_ACME_KEY_PASSPHRASE"
+            )
+        return value
+
+    def serves(self, group_id: str) -> bool:
+        """True where this destination receives `group_id`'s files."""
+        return ALL_GROUPS in self.groups or group_id in self.groups
+
+
+def _unique_destinations(
+    value: tuple[SftpDestination, ...],
+) -> tuple[SftpDestination, ...]:
+    if value:
+        _unique(tuple(destination.name for destination in value))
+    return value
+
+
 class Settings(_Strict):
     """The whole configuration."""
 
@@ -118,6 +233,10 @@ class Settings(_Strict):
     kafka: KafkaSettings = KafkaSettings()
     worker: WorkerSettings = WorkerSettings()
     report: ReportSettings = ReportSettings()
+    export: ExportSettings = ExportSettings()
+    sftp: Annotated[
+        tuple[SftpDestination, ...], Field(strict=False), AfterValidator(_unique_destinations)
+    ] = ()
 
     @field_validator("feature_access_code")
     @classmethod
