@@ -15,8 +15,9 @@ from streams.errors import CdrStreamError
 COMMAND_MODULES = (
     "streams.commands.process",
     "streams.commands.kafka",
-    # "streams.commands.simulate",
+    "streams.commands.simulate",
     "streams.commands.report",
+    "streams.commands.export",
     # "streams.commands.demo",
 )
 

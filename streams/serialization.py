@@ -75,6 +75,12 @@ def schema_fingerprint(name: str) -> bytes:
     return struct.pack("<Q", value)
 
 
+def event_file_schema() -> list[Any]:
+    """The schema of an events container file: the union of both event records (the
+    named union `cdrstream.SwitchEvent`, expanded so fastavro needs no name lookup)."""
+    return [schema(CALL_EVENT_SCHEMA), schema(DTMF_EVENT_SCHEMA)]
+
+
 def is_avro_path(path: str | Path) -> bool:
     return str(path).endswith(".avro")
 
@@ -160,7 +166,7 @@ def write_events(path: str | Path, events: Iterable[Event], lines: Iterable[byte
             for event in events:
                 records.append(event_to_avro(event))
                 count += 1
-            fastavro.writer(handle, schema(EVENT_SCHEMA), records, codec="deflate")
+            fastavro.writer(handle, event_file_schema(), records, codec="deflate")
         return count
     with open(path, "wb") as handle:
         for event in events:
