@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -169,8 +170,9 @@ def publish_file(settings: Settings, path: str, send_malformed: bool = False) ->
             if isinstance(item, DeadLetter):
                 malformed += 1
                 if send_malformed:
-                    raw = item.payload if isinstance(item.payload, str) else repr(item.payload)
-                    publisher.publish_raw(raw.encode())
+                    payload = item.payload
+                    raw = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+                    publisher.publish_raw(raw)
                 continue
             publisher.publish(item)
         sent = publisher.sent

@@ -1,12 +1,21 @@
 """The streaming shell's logic without Kafka: one engine per partition, fed from raw
 messages, with per-partition event time and an idle flush by wall-clock time.
 
+Event time of a partition (SPEC rule C8: the largest ts seen, per partition). The two
+event topics are read independently, and after a restart or with a backlog one of them
+can be read far ahead of the other; a leg's DTMF would then arrive long after its call's
+release had been read. So a partition's event time is the largest ts seen only over the
+topics that are caught up; while a topic still has messages waiting (its high-water mark
+is past what was read), event time goes no further than the largest ts read from it.
+In steady state both topics are caught up within a batch and this is exactly the largest
+ts seen; with a backlog it is what file mode would see reading both in step.
+
 `streams.worker` wires this to Faust; tests drive it directly too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -27,6 +36,14 @@ from streams.state_codec import (
 from streams.timefmt import Millis
 
 
+# (topic, partition) -> True while that topic partition has messages not yet read
+Backlog = Callable[[str, int], bool]
+
+
+def no_backlog(topic: str, partition: int) -> bool:
+    return False
+
+
 class Message(NamedTuple):
     """One consumed message: where it came from and its raw value."""
 
@@ -38,10 +55,25 @@ class Message(NamedTuple):
 
 @dataclass(slots=True)
 class PartitionClock:
-    """When a partition last saw an event, by event time and by wall-clock time."""
+    """When a partition last saw an event, by event time and by wall-clock time, and the
+    largest ts read from each of its topics."""
 
     watermark: Millis | None = None
     wall: float = 0.0
+    read_up_to: dict[str, Millis] = field(default_factory=dict)
+
+    def event_time(self, topics: Iterable[str], partition: int, backlog: Backlog) -> Millis | None:
+        """The largest ts read, held back to the slowest topic that has a backlog."""
+        if not self.read_up_to:
+            return None
+        limit = max(self.read_up_to.values())
+        for topic in topics:
+            if backlog(topic, partition):
+                seen = self.read_up_to.get(topic)
+                if seen is None:
+                    return None
+                limit = min(limit, seen)
+        return limit
 
 
 @dataclass(slots=True)
@@ -65,6 +97,7 @@ class StreamProcessor:
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.topics = (settings.kafka.call_events_topic, settings.kafka.dtmf_events_topic)
         self.engines: dict[int, Engine] = {}
         self.clocks: dict[int, PartitionClock] = {}
         self.counters = Counters()
@@ -99,9 +132,12 @@ class StreamProcessor:
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the engines of partitions this worker no longer has."""
-        for partition in partitions:
+        gone = set(partitions)
+        for partition in gone:
             self.engines.pop(partition, None)
             self.clocks.pop(partition, None)
+        for position in [tp for tp in self.positions if tp[1] in gone]:
+            del self.positions[position]
 
     def state_writes(self) -> Iterator[StateWrite]:
         """The table writes that persist every change since the last call."""
@@ -117,39 +153,58 @@ class StreamProcessor:
 
     # ------------------------------------------------------------ events
 
-    def handle(self, messages: Iterable[Message], wall: float) -> list[Output]:
-        """Decode and feed a batch of messages; return what the engines issued."""
+    def handle(self, messages: Iterable[Message], wall: float, backlog: Backlog = no_backlog) -> list[Output]:
+        """Decode and feed a batch of messages, then move each partition's event time on;
+        return what the engines issued."""
         outputs: list[Output] = []
         counters = self.counters
+        touched: set[int] = set()
         for message in messages:
             engine = self.engines[message.partition]
             origin = Origin(message.topic, message.partition, message.offset)
             counters.events += 1
             counters.by_topic[message.topic] = counters.by_topic.get(message.topic, 0) + 1
             self.positions[(message.topic, message.partition)] = message.offset
+            clock = self.clocks[message.partition]
+            clock.wall = wall
+            touched.add(message.partition)
             if message.value is None:
                 outputs.append(DeadLetter("message has no value", origin, ""))
                 continue
             item = decode_event_message(message.value, origin)
             if isinstance(item, DeadLetter):
                 outputs.append(item)
-            else:
-                outputs.extend(engine.feed(item, origin))
-            clock = self.clocks[message.partition]
-            clock.watermark, clock.wall = engine.watermark, wall
+                continue
+            seen = clock.read_up_to.get(message.topic)
+            if seen is None or item.ts > seen:
+                clock.read_up_to[message.topic] = item.ts
+            outputs.extend(engine.feed(item, origin, advance=False))
+        for partition in sorted(touched):
+            outputs.extend(self._advance(partition, backlog))
         self._count(outputs)
         return outputs
 
-    def idle_flush(self, wall: float) -> list[Output]:
-        """For partitions without events for the idle time, let event time follow the
-        wall clock from their last event, so their last calls are issued (SPEC C8)."""
+    def _advance(self, partition: int, backlog: Backlog) -> list[Output]:
+        clock = self.clocks[partition]
+        target = clock.event_time(self.topics, partition, backlog)
+        if target is None:
+            return []
+        clock.watermark = target if clock.watermark is None else max(clock.watermark, target)
+        return self.engines[partition].advance(target)
+
+    def idle_flush(self, wall: float, backlog: Backlog = no_backlog) -> list[Output]:
+        """For partitions without events for the idle time and nothing waiting to be read,
+        let event time follow the wall clock from their last event, so their last calls
+        are issued (SPEC C8)."""
         outputs: list[Output] = []
         for partition, engine in self.engines.items():
             clock = self.clocks[partition]
             idle = wall - clock.wall
-            if clock.watermark is None or idle < self.idle_seconds:
+            if idle < self.idle_seconds or any(backlog(t, partition) for t in self.topics):
                 continue
-            outputs.extend(engine.advance(clock.watermark + round(idle * 1000)))
+            outputs.extend(self._advance(partition, backlog))  # all caught up: largest ts
+            if clock.watermark is not None:
+                outputs.extend(engine.flush_idle(clock.watermark + round(idle * 1000)))
         self._count(outputs)
         return outputs
 

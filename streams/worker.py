@@ -69,6 +69,10 @@ class Metrics:
         self.cdrs = Counter("cdrstream_cdrs_out", "CDR versions published", ["record_type"], registry=self.registry)
         self.dead_letters = Counter("cdrstream_dead_letters", "Dead letters published", registry=self.registry)
         self.open_legs = Gauge("cdrstream_open_legs", "Call legs held in memory", registry=self.registry)
+        self.partitions = Gauge(
+            "cdrstream_assigned_partitions", "Event-topic partitions this worker has",
+            registry=self.registry,
+        )
         self.lag = Gauge("cdrstream_consumer_lag", "Messages not yet consumed", ["topic", "partition"], registry=self.registry)
 
     def render(self) -> bytes:
@@ -170,24 +174,62 @@ def _wire(app: faust.App, settings: Settings) -> None:
             await app.producer.flush()
         metrics.open_legs.set(processor.open_legs)
 
+    def backlog(topic: str, partition: int) -> bool:
+        """True while that topic partition has messages this worker has not read: its
+        high-water mark (from the last fetch) is past the next offset to read. Unknown
+        (not fetched yet) counts as a backlog."""
+        consumer = app.consumer
+        tp = faust.types.TP(topic, partition)
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:
+            return True
+        if highwater is None:
+            return True
+        last = processor.positions.get((topic, partition))
+        if last is not None:
+            return bool(highwater > last + 1)
+        committed = consumer._read_offset.get(tp)  # where reading starts (faust keeps it)
+        return bool(highwater > (committed or 0))
+
+    async def process(batch: Sequence[faust.EventT[bytes]]) -> None:
+        async with lock:
+            messages = [
+                Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
+                for e in batch
+            ]
+            processor.restore({m.partition for m in messages}, table.data, time.time())
+            for message in messages:
+                metrics.events.labels(message.topic).inc()
+            await publish(processor.handle(messages, time.time(), backlog))
+            await persist()
+
     @app.agent(events_topic, name="correlate")
     async def correlate(stream: faust.StreamT[bytes]) -> None:
         async for batch in stream.take_events(worker.batch_size, within=worker.batch_timeout_seconds):
-            async with lock:
-                messages = [
-                    Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                    for e in batch
-                ]
-                processor.restore({m.partition for m in messages}, table.data, time.time())
-                for message in messages:
-                    metrics.events.labels(message.topic).inc()
-                await publish(processor.handle(messages, time.time()))
-                await persist()
+            # take_events acknowledges the batch when this body ends, even when the worker
+            # is being stopped: so a batch, once begun, is finished (its CDRs delivered and
+            # its state persisted) before the stop goes on.
+            task = asyncio.ensure_future(process(batch))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                await task
+                raise
 
     @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))
     async def idle_flush() -> None:
+        if app.in_recovery or app.rebalancing or not app.tables.recovery.completed.is_set():
+            return
         async with lock:
-            outputs = processor.idle_flush(time.time())
+            # engines of partitions that have had no events since this worker got them
+            # (after a restart with nothing new to read, their calls still need issuing)
+            assigned = {
+                tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.call_events_topic
+            }
+            metrics.partitions.set(len(assigned))
+            processor.restore(assigned, table.data, time.time())
+            outputs = processor.idle_flush(time.time(), backlog)
             if outputs:
                 await publish(outputs)
                 await persist()

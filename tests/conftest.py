@@ -1,0 +1,1 @@
+pytest_plugins = ["tests.kafka_fixture", "tests.sftp_fixture"]
