@@ -179,19 +179,31 @@ def publish_file(settings: Settings, path: str, send_malformed: bool = False) ->
     return PublishStats(sent, malformed, time.monotonic() - started)
 
 
-def publish_events(settings: Settings, events: Iterable[Event], rate: float | None = None,
-                   clock: Any = time) -> int:
-    """Publish events, paced at `rate` events per second when given."""
+def stream_events(settings: Settings, events: Iterable[Event], rate: float | None = None) -> int:
+    """Send events in real time, as live switches would.
+
+    With `rate`, N events a second, each stamped with the wall-clock time it is sent, so
+    that event time keeps pace with the clock (the simulated day is compressed). Without
+    it, events go out at their own pace: the timeline is shifted to start now."""
     count = 0
     with EventPublisher(settings) as publisher:
-        start = clock.monotonic()
+        started = time.time()
+        shift: int | None = None
         for event in events:
-            publisher.publish(event)
-            count += 1
             if rate:
-                ahead = count / rate - (clock.monotonic() - start)
-                if ahead > 0.005:
-                    clock.sleep(ahead)
+                due = started + count / rate
+                stamped = event._replace(ts=round(max(time.time(), due) * 1000))
+            else:
+                if shift is None:
+                    shift = round(started * 1000) - event.ts
+                stamped = event._replace(ts=event.ts + shift)
+                due = stamped.ts / 1000
+            wait = due - time.time()
+            if wait > 0.002:
+                publisher.flush()
+                time.sleep(wait)
+            publisher.publish(stamped)
+            count += 1
     return count
 
 

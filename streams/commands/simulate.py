@@ -8,7 +8,14 @@ from typing import Any
 
 from streams.commands.common import add_config_option, say, settings_from
 from streams.serialization import is_avro_path
-from streams.simulate import DEFAULT_DAY, SimulationOptions, write_day, write_truth
+from streams.simulate import (
+    DEFAULT_DAY,
+    SimulationOptions,
+    SimulationStats,
+    iter_events,
+    write_day,
+    write_truth,
+)
 
 
 def _day(text: str) -> date:
@@ -48,9 +55,25 @@ def add_parser(subparsers: Any) -> None:
         "(re-sends, disorder, malformed lines) on request.",
     )
     add_config_option(parser)
-    parser.add_argument(
-        "--output", required=True, metavar="EVENTS",
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument(
+        "--output", metavar="EVENTS",
         help="events file to write: .avro for Avro, anything else JSON Lines",
+    )
+    target.add_argument(
+        "--to-kafka", action="store_true",
+        help="stream the day to the event topics in real time instead (see --rate)",
+    )
+    parser.add_argument(
+        "--rate", type=float, metavar="N",
+        help="with --to-kafka: send N events per second, each stamped with the wall-clock "
+        "time it is sent (event time keeps pace with the clock; the day's durations are "
+        "compressed accordingly). Without it the day plays at its own pace, shifted to now",
+    )
+    parser.add_argument(
+        "--bootstrap-servers", metavar="HOST:PORT[,...]",
+        help="with --to-kafka: Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, "
+        "else [kafka] bootstrap_servers)",
     )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument(
@@ -104,6 +127,8 @@ def run(args: argparse.Namespace) -> int:
             f"({settings.settle_ms} ms): some events arrive too late, and the CDRs may "
             "differ from those of the events in order"
         )
+    if args.to_kafka:
+        return _stream(args, options)
     stats = write_day(args.output, settings, options)
     fmt = "Avro" if is_avro_path(args.output) else "JSON Lines"
     faults = f"{stats.resends} re-sent, {stats.malformed} malformed"
@@ -118,4 +143,18 @@ def run(args: argparse.Namespace) -> int:
     if args.truth:
         count = write_truth(args.truth, settings, options)
         say(f"ground truth: {count} expected records in {args.truth}")
+    return 0
+
+
+def _stream(args: argparse.Namespace, options: SimulationOptions) -> int:
+    from streams.commands.kafka import kafka_settings
+    from streams.kafka_io import stream_events
+
+    settings = kafka_settings(args)
+    if options.malformed_rate:
+        say("--malformed-rate is for files; with --to-kafka use `cdrstream publish --send-malformed`")
+        return 2
+    stats = SimulationStats()
+    sent = stream_events(settings, iter_events(settings, options, stats), args.rate)
+    say(f"sent {sent} events ({stats.calls} calls) to {settings.kafka.bootstrap_servers}")
     return 0
