@@ -39,7 +39,9 @@ def code_required(settings: Settings, root: LegFacts) -> bool:
     )
 
 
-def registry_lookup(settings: Settings, group_id: str, code: str | None) -> tuple[str | None, bool | None]:
+def registry_lookup(
+    settings: Settings, group_id: str, code: str | None
+) -> tuple[str | None, bool | None]:
     """(client_name, code_known) for a code under the group's registry."""
     registry = settings.client_codes.get(group_id)
     if registry is None or code is None:
@@ -55,14 +57,14 @@ def _timezone(settings: Settings, leg: LegFacts) -> str:
 def _held_ms(holds: Sequence[Hold], window_start: Millis, window_end: Millis) -> int:
     """Length of the union of hold intervals, clipped to the window."""
     spans = sorted(
-        (max(hold.start, window_start), min(window_end if hold.end is None else hold.end, window_end))
-        for hold in holds
+        (max(start, window_start), window_end if end is None else min(end, window_end))
+        for start, end in holds
     )
     total, reach = 0, window_start
     for start, end in spans:
-        start = max(start, reach)
-        if end > start:
-            total += end - start
+        begin = max(start, reach)
+        if end > begin:
+            total += end - begin
             reach = end
     return total
 
@@ -125,7 +127,8 @@ def build_call_cdr(
             )
             for leg in sorted(ring_legs, key=lambda leg: (leg.start_ts, leg.key))
         ),
-        user_timezone=tz, local_date=local_date(start_time, tz).isoformat(), billable=answer_time is not None,
+        user_timezone=tz, local_date=local_date(start_time, tz).isoformat(),
+        billable=answer_time is not None,
     )
 
 

@@ -18,7 +18,8 @@ COMMAND_MODULES = (
     "streams.commands.simulate",
     "streams.commands.report",
     "streams.commands.export",
-    # "streams.commands.demo",
+    "streams.commands.audit",
+    "streams.commands.demo",
 )
 
 

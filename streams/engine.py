@@ -117,8 +117,10 @@ def apply_event(
         due = _min(due, event.ts + settings.settle_ms)
     elif event.type == ev.CALL_STARTED:
         due = _min(due, event.ts + settings.max_call_ms)
-    if state.waiting or event.ts <= watermark - settings.settle_ms:
-        due = _min(due, event.ts)  # may change what is issued or waiting: look again now
+    if event.ts <= watermark - settings.settle_ms:
+        due = _min(due, watermark)  # late: may change what was issued, look again now
+    elif state.waiting:
+        due = _min(due, event.ts + settings.settle_ms)  # may decide a line a call waits for
     return UserState(legs, state.issued, state.tombstones, due, state.waiting), None
 
 
@@ -221,11 +223,8 @@ def _issue_code_entry_legs(run: _Evaluation, view: UserView) -> dict[LegKey, lis
         if leg.started is None:
             run.forget([key], f"call leg {key.cdr_id} has no call_started event")
             continue
-        target = target_of(view, leg, settings.correction_window_ms)
-        target_call = None if target is None else view.calls.get(target)
-        if target_call is None or target_call.root is None:
-            target = None
-        else:
+        target = target_of(view, leg, settings.correction_window_ms)  # a call with its root
+        if target is not None:
             received.setdefault(target, []).append(code_entry(leg.entry, "second_line", leg))
         cdr_id = key.cdr_id
         run.issue(build_code_entry_cdr(
@@ -239,15 +238,28 @@ def _call_entries(call: Call, received: list[CodeEntry]) -> list[CodeEntry]:
     return sorted(own + received, key=lambda entry: (entry.entered_at, entry.entry_call_id))
 
 
-def _undecided(run: _Evaluation, view: UserView) -> list[LegFacts]:
-    """Legs that may yet add an entry to a call: open legs that may become code-entry
-    legs, and code-entry legs not yet final."""
-    settle = run.settings.settle_ms
-    return view.undecided + [
-        leg
-        for leg in view.code_entry_legs.values()
-        if leg.release is not None and not run.reached(leg.release.ts + settle)
-    ]
+def _undecided(run: _Evaluation, facts: Mapping[LegKey, LegFacts]) -> list[LegFacts]:
+    """Legs that may yet add an entry to a call: those that may still become code-entry
+    legs (or are, but are not final yet), as far as their events have surely arrived
+    (ts + settle <= now). Events that may or may not have arrived yet are left out, so
+    that what a call waits for does not depend on the order events arrive in."""
+    arrived = run.watermark - run.settings.settle_ms
+    known: dict[LegKey, LegFacts] = {}
+    for key, read in facts.items():
+        if read.last_ts <= arrived:
+            known[key] = read
+            continue
+        leg = run.legs[key].as_of(arrived)
+        if leg is not None:
+            known[key] = leg_facts(leg, run.settings)
+    return view_user(known).undecided
+
+
+def _next_arrived(run: _Evaluation, key: LegKey) -> Millis | None:
+    """When the earliest event of a leg left out by `_undecided` counts as arrived."""
+    arrived = run.watermark - run.settings.settle_ms
+    later = [event.ts for event in run.legs[key].events if event.ts > arrived]
+    return min(later) + run.settings.settle_ms if later else None
 
 
 def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFacts]) -> bool:
@@ -256,7 +268,9 @@ def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFact
     if run.final or not any(leg.holds for leg in call.legs):
         return False
     release = call.release_time
-    if not any(leg.start_ts <= release and leg.key not in call.legs_keys() for leg in open_legs):
+    own = call.legs_keys()
+    lines = [leg.key for leg in open_legs if leg.start_ts <= release and leg.key not in own]
+    if not lines:
         return False
     settings = run.settings
     limit = (
@@ -265,15 +279,21 @@ def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFact
     if run.reached(limit):
         return False
     run.wake_at(limit)
+    for key in lines:  # look again when what has arrived of them counts
+        moment = _next_arrived(run, key)
+        if moment is not None:
+            run.wake_at(moment)
     return True
 
 
 def _issue_calls(
-    run: _Evaluation, view: UserView, received: Mapping[LegKey, list[CodeEntry]]
+    run: _Evaluation,
+    view: UserView,
+    received: Mapping[LegKey, list[CodeEntry]],
+    open_legs: list[LegFacts],
 ) -> list[LegKey]:
     """Issue every call that is final; return the calls issued and current."""
     settings = run.settings
-    open_legs = _undecided(run, view)
     current: list[LegKey] = []
     for key, call in view.calls.items():
         if call.root is None:
@@ -286,13 +306,15 @@ def _issue_calls(
             run.wake_at(final_at)
             continue
         if call.root.started is None:
-            run.forget([leg.key for leg in call.legs], f"call leg {key.cdr_id} has no call_started event")
+            reason = f"call leg {key.cdr_id} has no call_started event"
+            run.forget([leg.key for leg in call.legs], reason)
             continue
         if _waits_for_second_line(run, call, open_legs):
             run.waiting = True
             continue
         entries = _call_entries(call, received.get(key, []))
-        run.issue(build_call_cdr(settings, call.root, call.ring, entries, run.next_version(key.cdr_id)))
+        version = run.next_version(key.cdr_id)
+        run.issue(build_call_cdr(settings, call.root, call.ring, entries, version))
         current.append(key)
     return current
 
@@ -313,11 +335,12 @@ def _unattached_ring_legs(run: _Evaluation, parent: LegKey, call: Call) -> None:
             run.wake_at(final_at)
 
 
-def _evict(run: _Evaluation, view: UserView, current: list[LegKey]) -> None:
+def _evict(
+    run: _Evaluation, view: UserView, current: list[LegKey], pending: list[LegFacts]
+) -> None:
     """Drop calls that can no longer change (rule C8, bounded state)."""
     settings = run.settings
     window = settings.correction_window_ms
-    pending = _undecided(run, view)
     applied_to: dict[str, list[LegKey]] = {}
     for key in view.code_entry_legs:
         issued = run.issued.get(key.cdr_id)
@@ -340,21 +363,32 @@ def _evict(run: _Evaluation, view: UserView, current: list[LegKey]) -> None:
 
 
 def evaluate_user(
-    state: UserState, watermark: Millis, settings: Settings, final: bool = False
+    state: UserState, watermark: Millis, settings: Settings, final: bool = False,
+    evict: bool = True,
 ) -> tuple[UserState, list[Output]]:
     """Issue what event time `watermark` has made final for one user, and forget what can
-    no longer change. With `final` (end of input) every open leg is closed and every call
-    issued."""
+    no longer change. `watermark` is the event time to look at the user as of (the engine
+    uses the user's due time): every event with ts + settle <= it must have been added.
+    With `final` (end of input) every open leg is closed and every call issued. Without
+    `evict` nothing is forgotten: the user stays due at the time it would have been."""
     run = _Evaluation(state, watermark, settings, final)
     for key, tombstone in list(run.tombstones.items()):
         if run.reached(tombstone.expires) and not final:
             del run.tombstones[key]
     facts = _clean_and_close(run)
     view = view_user(facts)
+    undecided = _undecided(run, facts)
     received = _issue_code_entry_legs(run, view)
-    current = _issue_calls(run, view, received)
-    _evict(run, view, current)
-    return run.state(), run.outputs
+    current = _issue_calls(run, view, received, undecided)
+    if evict:
+        _evict(run, view, current, undecided)
+        return run.state(), run.outputs
+    after = run.state()
+    leaves = [
+        view.calls[key].release_time + settings.settle_ms + settings.correction_window_ms
+        for key in current
+    ]
+    return UserState(after.legs, after.issued, after.tombstones, _min(after.due, min(leaves, default=None)), after.waiting), run.outputs
 
 
 class Engine:
@@ -384,13 +418,21 @@ class Engine:
                 heapq.heappush(self._schedule, (after.due, user_id))
         self.changed.add(user_id)
 
-    def feed(self, event: Event, origin: Origin | None = None) -> list[Output]:
-        watermark = event.ts if self.watermark is None else max(self.watermark, event.ts)
+    def feed(self, event: Event, origin: Origin | None = None, advance: bool = True) -> list[Output]:
+        """Add one event. With `advance` (file mode) event time moves on to the largest ts
+        seen; without it, event time stays where the caller's `advance` put it (the worker,
+        which keeps it behind the slower of its two topics)."""
+        if advance:
+            watermark = event.ts if self.watermark is None else max(self.watermark, event.ts)
+        else:
+            watermark = event.ts if self.watermark is None else self.watermark
         before = self.users.get(event.user_id)
         after, letter = apply_event(before or EMPTY_USER, event, origin, watermark, self.settings)
         outputs: list[Output] = [] if letter is None else [letter]
         if after is not before:
             self._store(event.user_id, before, after)
+        if not advance and self.watermark is None:
+            return outputs
         if watermark != self.watermark or (after.due is not None and after.due <= watermark):
             self.watermark = watermark
             outputs.extend(self._run_due())
@@ -403,25 +445,55 @@ class Engine:
         self.watermark = watermark
         return self._run_due()
 
+    def flush_idle(self, until: Millis) -> list[Output]:
+        """The worker's idle flush: issue what would be final at event time `until`,
+        without moving event time and without forgetting anything. If events come after
+        all (a paused feed), they are taken as usual against the real event time, and
+        calls are forgotten only by real event time."""
+        outputs: list[Output] = []
+        for user_id in sorted({user_id for due, user_id in self._schedule if due <= until}):
+            state = self.users.get(user_id)
+            if state is None or state.due is None or state.due > until:
+                continue
+            after, issued = evaluate_user(state, until, self.settings, evict=False)
+            self._store(user_id, state, after)
+            outputs.extend(issued)
+        return outputs
+
     def _run_due(self) -> list[Output]:
         outputs: list[Output] = []
         watermark = self.watermark
         assert watermark is not None
         schedule = self._schedule
         while schedule and schedule[0][0] <= watermark:
-            due, user_id = heapq.heappop(schedule)
+            _, user_id = heapq.heappop(schedule)
             state = self.users.get(user_id)
             if state is None or state.due is None or state.due > watermark:
                 continue
-            after, issued = evaluate_user(state, watermark, self.settings)
+            # as of the due time, not of the watermark: what is issued then must not depend
+            # on how far event time happened to jump (other users' traffic, partitioning,
+            # arrival order)
+            after, issued = evaluate_user(state, state.due, self.settings)
             self._store(user_id, state, after)
             outputs.extend(issued)
         return outputs
 
     def finish(self) -> list[Output]:
-        """End of input: close every open leg and issue everything, users in order."""
-        watermark = self.watermark or 0
+        """End of input: event time runs on, as for a worker that goes idle, until every
+        user's legs are issued and forgotten, each user at its own due times (so the last
+        calls come out as they would from a worker, or with more traffic after them).
+        Whatever is still open then is closed and issued, users in order."""
         outputs: list[Output] = []
+        schedule = self._schedule
+        while schedule:
+            due, user_id = schedule[0]
+            state = self.users.get(user_id)
+            if state is None or not state.legs or state.due != due:
+                heapq.heappop(schedule)  # gone, stale, or only tombstones: nothing to issue
+                continue
+            self.watermark = due if self.watermark is None else max(self.watermark, due)
+            outputs.extend(self._run_due())
+        watermark = self.watermark or 0
         for user_id in sorted(self.users):
             state = self.users[user_id]
             after, issued = evaluate_user(state, watermark, self.settings, final=True)
@@ -441,7 +513,9 @@ class Engine:
         return sum(len(state.legs) for state in self.users.values())
 
 
-def run_events(settings: Settings, events: Iterable[tuple[Event, Origin | None]]) -> Iterator[Output]:
+def run_events(
+    settings: Settings, events: Iterable[tuple[Event, Origin | None]]
+) -> Iterator[Output]:
     """Drive a fresh engine over events in the order given, then finish."""
     engine = Engine(settings)
     for event, origin in events:

@@ -8,6 +8,7 @@ that event to the dead-letter output.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from streams.errors import EventDecodeError
@@ -32,7 +33,9 @@ RELEASING_PARTIES: Final = frozenset({"local", "remote"})
 SIMULTANEOUS_RING: Final = "simultaneous_ring"
 _CATEGORIES: Final = frozenset(CALL_CATEGORIES)
 
-COMMON_FIELDS: Final = ("event_id", "type", "ts", "switch_id", "user_id", "group_id", "call_id", "seq")
+COMMON_FIELDS: Final = (
+    "event_id", "type", "ts", "switch_id", "user_id", "group_id", "call_id", "seq",
+)
 FIELDS_BY_TYPE: Final[dict[str, tuple[str, ...]]] = {
     CALL_STARTED: (
         "direction", "calling_number", "called_number", "network_call_id",
@@ -126,7 +129,7 @@ def _timestamp(value: Any) -> Millis:
             return parse_iso(value)
         except ValueError:
             pass
-    elif hasattr(value, "timestamp"):  # fastavro gives datetimes
+    elif isinstance(value, datetime) and value.tzinfo is not None:  # fastavro gives these
         return round(value.timestamp() * 1000)
     raise EventDecodeError(f"field 'ts' must be an ISO 8601 UTC timestamp, got {value!r}")
 

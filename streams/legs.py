@@ -33,6 +33,19 @@ class Leg(NamedTuple):
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
         return Leg(self.key, (*self.events, event), (*self.origins, origin), self.closed)
 
+    def as_of(self, moment: Millis) -> Leg | None:
+        """The leg as far as event time `moment` (its events with ts <= moment), or None
+        where it has none by then."""
+        kept = [index for index, event in enumerate(self.events) if event.ts <= moment]
+        if len(kept) == len(self.events):
+            return self
+        if not kept:
+            return None
+        return Leg(
+            self.key, tuple(self.events[i] for i in kept), tuple(self.origins[i] for i in kept),
+            self.closed,
+        )
+
     def seq_mask(self) -> int:
         """A bit per seq received: enough to tell re-deliveries once the leg is gone."""
         mask = 0
@@ -132,7 +145,8 @@ def split_rejected(leg: Leg) -> tuple[Leg, tuple[Rejected, ...]]:
     """Take out the events that break the contract: a second event of a once-per-leg
     type, two events with one seq, and events ordered after the leg's release. The
     earliest by seq is kept, so the outcome does not depend on arrival order."""
-    order = sorted(range(len(leg.events)), key=lambda i: (leg.events[i].seq, leg.events[i].event_id))
+    events = leg.events
+    order = sorted(range(len(events)), key=lambda i: (events[i].seq, events[i].event_id))
     kept: list[int] = []
     rejected: list[Rejected] = []
     seen_types: set[str] = set()
@@ -201,9 +215,8 @@ def leg_facts(leg: Leg, settings: Settings) -> LegFacts:
     outbound = started is None or started.direction == "outbound"
     fac = settings.feature_access_code
     policy = settings.policy(ordered[0].group_id)
-    entry = (
-        parse_entry(digits, fac, policy.code_digits, settings.digit_timeout_ms) if outbound else None
-    )
+    timeout = settings.digit_timeout_ms
+    entry = parse_entry(digits, fac, policy.code_digits, timeout) if outbound else None
     first = ordered[0]
     return LegFacts(
         key=leg.key,
