@@ -97,8 +97,8 @@ class WorkerSettings(_Strict):
     store: Literal["memory://", "rocksdb://"] = "memory://"
     data_dir: str = ".cache/worker"
     idle_flush_seconds: Annotated[float, Field(gt=0, le=86_400)] | None = None
-    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
-    batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.05
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 10_000
+    batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.25
     commit_interval_seconds: Annotated[float, Field(gt=0, le=600)] = 1.0
     rebalance_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 60
     session_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 30
@@ -225,6 +225,10 @@ class Settings(_Strict):
     settle_seconds: Annotated[float, Field(ge=0, le=86_400)] = 5
     correction_window_seconds: Annotated[float, Field(ge=0, le=86_400 * 7)] = 0
     max_call_hours: Annotated[float, Field(gt=0, le=24 * 31)] = 24
+    # cdrstream's own: how long, in event time, a final call's legs are remembered after
+    # they leave memory, so a re-delivered event of theirs is known and ignored (later,
+    # it would be a dead letter as a late event). See README, "Decisions".
+    redelivery_horizon_seconds: Annotated[float, Field(gt=0, le=86_400 * 7)] = 3600
     digit_timeout_seconds: Annotated[float, Field(gt=0, le=3600)] = 5
     default_timezone: str = "America/New_York"
     default_group: GroupPolicy = GroupPolicy()
@@ -275,6 +279,10 @@ class Settings(_Strict):
     @property
     def correction_window_ms(self) -> int:
         return round(self.correction_window_seconds * 1000)
+
+    @property
+    def redelivery_horizon_ms(self) -> int:
+        return round(self.redelivery_horizon_seconds * 1000)
 
     @property
     def max_call_ms(self) -> int:

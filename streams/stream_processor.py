@@ -194,8 +194,8 @@ class StreamProcessor:
 
     def idle_flush(self, wall: float, backlog: Backlog = no_backlog) -> list[Output]:
         """For partitions without events for the idle time and nothing waiting to be read,
-        let event time follow the wall clock from their last event, so their last calls
-        are issued (SPEC C8)."""
+        issue every call released so far (SPEC C8: after settle_seconds of idle wall-clock
+        time), without moving event time on (see `Engine.flush_idle`)."""
         outputs: list[Output] = []
         for partition, engine in self.engines.items():
             clock = self.clocks[partition]
@@ -203,8 +203,7 @@ class StreamProcessor:
             if idle < self.idle_seconds or any(backlog(t, partition) for t in self.topics):
                 continue
             outputs.extend(self._advance(partition, backlog))  # all caught up: largest ts
-            if clock.watermark is not None:
-                outputs.extend(engine.flush_idle(clock.watermark + round(idle * 1000)))
+            outputs.extend(engine.flush_idle())
         self._count(outputs)
         return outputs
 

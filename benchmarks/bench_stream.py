@@ -1,0 +1,197 @@
+"""Streaming benchmark (issue 3): one worker on a real broker.
+
+In one run, on the same broker and the same messages:
+1. pass-through: a plain aiokafka consume-and-produce of the event topics (no decoding,
+   no engine): the ceiling for any Python processor here;
+2. the worker's sustained rate over a backlog of a simulated day;
+3. CDR latency, release event produced to CDR readable on `cdr` (p50, p99), with events
+   produced live at half the sustained rate, stamped with the wall clock.
+
+usage: python benchmarks/bench_stream.py [--events 300000] [--latency-seconds 60]
+Uses $KAFKA_BOOTSTRAP_SERVERS, else starts deploy/kafka-local.sh on port 19192.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streams.events import CALL_RELEASED  # noqa: E402
+from streams.kafka_io import EventPublisher, follow_cdrs, publish_file  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+from streams.simulate import SimulationOptions, iter_events  # noqa: E402
+from tests.worker_harness import WorkerProcess, cli, free_port, write_config  # noqa: E402
+
+
+def broker() -> str:
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    env = dict(os.environ, KAFKA_PORT="19192")
+    out = subprocess.run(["bash", "deploy/kafka-local.sh", "start"], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def setup(workdir: Path, bootstrap: str, partitions: int) -> tuple[Path, Settings]:
+    prefix = f"bench-{uuid.uuid4().hex[:6]}-"
+    config = workdir / f"{prefix}config.toml"
+    settings = write_config(config, bootstrap, prefix, partitions=partitions)
+    text = config.read_text().replace("idle_flush_seconds = 1", "idle_flush_seconds = 5")
+    config.write_text(text.replace("batch_timeout_seconds = 0.05", "batch_timeout_seconds = 0.25"))
+    cli("topics", "create", "--config", str(config))
+    return config, settings
+
+
+def metric(port: int, name: str) -> float:
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    except OSError:
+        return -1.0
+    return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(name))
+
+
+async def pass_through(settings: Settings, total: int) -> float:
+    kafka = settings.kafka
+    consumer = AIOKafkaConsumer(
+        kafka.call_events_topic, kafka.dtmf_events_topic, bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"passthrough-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5, acks="all")
+    await consumer.start()
+    await producer.start()
+    seen, started = 0, None
+    try:
+        while seen < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if started is None and batches:
+                started = time.perf_counter()
+            futures = []
+            for records in batches.values():
+                for record in records:
+                    futures.append(await producer.send(kafka.cdr_topic + "-passthrough", record.value, key=record.key))
+                seen += len(records)
+            if futures:
+                await asyncio.gather(*futures)
+                await consumer.commit()
+        return seen / (time.perf_counter() - (started or time.perf_counter()))
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def sustained(config: Path, settings: Settings, workdir: Path, total: int) -> float:
+    port = free_port()
+    worker = WorkerProcess(config, workdir / "sustained-worker.log", port)
+    try:
+        first = None
+        while True:
+            count = metric(port, "cdrstream_events_in_total")
+            now = time.perf_counter()
+            if count > 0 and first is None:
+                first = (now, count)
+            if count >= total:
+                assert first is not None
+                return (count - first[1]) / (now - first[0])
+            time.sleep(0.2)
+    finally:
+        worker.terminate()
+
+
+def latency(config: Path, settings: Settings, workdir: Path, rate: float, seconds: float) -> list[float]:
+    port = free_port()
+    worker = WorkerProcess(config, workdir / "latency-worker.log", port)
+    released: dict[str, float] = {}  # cdr id of a leg -> wall time its release was produced
+    seen: dict[str, float] = {}
+    try:
+        while metric(port, "cdrstream_assigned_partitions ") < settings.kafka.partitions:
+            time.sleep(0.5)
+        stop = threading.Event()
+
+        def read() -> None:
+            for cdr in follow_cdrs(settings, idle_timeout=None if not stop.is_set() else 1):
+                if cdr.cdr_id not in seen and cdr.version == 1:
+                    legs = [cdr.cdr_id] + [f"{cdr.switch_id}:{leg.call_id}" for leg in cdr.legs]
+                    if all(leg in released for leg in legs):
+                        seen[cdr.cdr_id] = time.time() - max(released[leg] for leg in legs)
+                if stop.is_set():
+                    return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        time.sleep(2)
+        options = SimulationOptions(users=2000, seed=99)
+        with EventPublisher(settings) as publisher:
+            started = time.time()
+            for count, event in enumerate(iter_events(settings, options)):
+                due = started + count / rate
+                if due - time.time() > 0.002:
+                    time.sleep(due - time.time())
+                if time.time() - started > seconds:
+                    break
+                stamped = event._replace(ts=round(time.time() * 1000))
+                publisher.publish(stamped)
+                if event.type == CALL_RELEASED:
+                    publisher.flush(10)
+                    released[f"{event.switch_id}:{event.call_id}"] = time.time()
+        time.sleep(15)  # the last calls: settle time, then the idle flush
+        stop.set()
+        return sorted(seen.values())
+    finally:
+        worker.terminate()
+
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--latency-seconds", type=float, default=60)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="cdrstream-bench-stream-"))
+    bootstrap = broker()
+    config, settings = setup(workdir, bootstrap, args.partitions)
+
+    day = workdir / "day.jsonl"
+    cli("simulate", "--users", str(max(1, args.events // 278)), "--seed", "3", "--output", str(day))
+    stats = publish_file(settings, str(day))
+    total = stats.events
+    print(f"published {total:,} events in {stats.seconds:.1f} s ({total / stats.seconds:,.0f}/s)")
+
+    ceiling = asyncio.run(pass_through(settings, total))
+    print(f"pass-through (aiokafka consume + produce, no processing): {ceiling:,.0f} events/s")
+    rate = sustained(config, settings, workdir, total)
+    print(f"worker, sustained over a backlog: {rate:,.0f} events/s "
+          f"({rate / ceiling:.0%} of pass-through)")
+
+    config2, settings2 = setup(workdir, bootstrap, args.partitions)
+    live = rate / 2
+    lat = latency(config2, settings2, workdir, live, args.latency_seconds)
+    if lat:
+        print(f"CDR latency at {live:,.0f} events/s (settle_seconds = {settings2.settle_seconds:g}): "
+              f"p50 {percentile(lat, 0.5):.2f} s, p99 {percentile(lat, 0.99):.2f} s, "
+              f"max {lat[-1]:.2f} s over {len(lat)} CDRs")
+    else:
+        print("no CDR latency measured")
+
+
+if __name__ == "__main__":
+    main()
