@@ -143,6 +143,8 @@ class ExportSettings(_Strict):
     catch_up_days: Annotated[int, Field(ge=0, le=366)] = 7
     start_date: date | None = None
     worker_enabled: bool = False
+    # how often the worker's leader looks again (late corrections become revisions)
+    worker_check_seconds: Annotated[float, Field(gt=0, le=86_400)] = 900
 
     @field_validator("timezones")
     @classmethod

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -35,6 +36,7 @@ from streams.settings import Settings
 from streams.stream_processor import Message, StateWrite, StreamProcessor
 
 TABLE_NAME = "user-state"
+log = logging.getLogger(__name__)
 
 
 class _PartitionEvent:
@@ -244,7 +246,42 @@ def _wire(app: faust.App, settings: Settings) -> None:
     async def metrics_page(web: Any, request: Any) -> Any:
         return web.bytes(metrics.render(), content_type="text/plain; version=0.0.4")
 
+    if settings.export.worker_enabled:
+        _wire_daily_export(app, settings)
     app.cdrstream_processor = processor  # type: ignore[attr-defined]
+
+
+def export_once(settings: Settings, now_ms: int) -> int:
+    """The scheduled daily export from the `cdr` topic (idempotent: the delivery ledger
+    skips what was sent); returns when the next day falls due."""
+    from streams.delivery import run_daily
+    from streams.export import next_due_ms
+    from streams.kafka_io import read_latest_cdrs
+
+    latest = read_latest_cdrs(settings)
+    report = run_daily(settings, latest, now_ms=now_ms)
+    for error in report.errors:
+        log.warning("daily export: %s", error)
+    return next_due_ms(settings, latest.values(), now_ms)
+
+
+def _wire_daily_export(app: faust.App, settings: Settings) -> None:
+    """`[export] worker_enabled`: the leader exports each group's day after its local
+    midnight plus the settle time, catching up missed days at start."""
+    next_due = [0]
+    check_ms = round(settings.export.worker_check_seconds * 1000)
+
+    @app.timer(interval=min(30.0, settings.export.worker_check_seconds), on_leader=True)
+    async def daily_export() -> None:
+        now_ms = round(time.time() * 1000)
+        if now_ms < next_due[0]:
+            return
+        try:
+            due = await asyncio.to_thread(export_once, settings, now_ms)
+            next_due[0] = min(due, now_ms + check_ms)
+        except Exception as error:  # a failed export is retried on the next tick
+            log.warning("daily export failed, retrying in a minute: %s", error)
+            next_due[0] = now_ms + 60_000
 
 
 def _update_lag(app: faust.App, processor: StreamProcessor, metrics: Metrics) -> None:

@@ -18,7 +18,7 @@ from streams.deadletter import DeadLetter
 from streams.engine import run_events
 from streams.kafka_io import read_latest_cdrs
 from streams.serialization import latest_versions, read_events
-from streams.settings import Settings
+from streams.settings import Settings, load_settings
 from tests.worker_harness import (
     WorkerProcess,
     all_cdr_versions,
@@ -233,3 +233,44 @@ def test_malformed_messages_go_to_the_dead_letter_topic(setup, tmp_path: Path) -
     for letter in letters:
         assert letter["source"] == settings.kafka.call_events_topic
         assert letter["partition"] is not None and letter["offset"] is not None
+
+
+def test_worker_exports_the_daily_files_when_enabled(tmp_path: Path, kafka_bootstrap: str,
+                                                     kafka_topic_prefix: str) -> None:
+    """Issue 5: with `[export] worker_enabled` the worker's leader writes each group's
+    finished day (here to the local output directory; SFTP delivery is tested on its own),
+    catching up the days it missed, and revises a day when its CDRs change."""
+    config = tmp_path / "config.toml"
+    write_config(config, kafka_bootstrap, kafka_topic_prefix)
+    daily = tmp_path / "daily"
+    config.write_text(config.read_text() + f"""
+[export]
+formats = ["csv"]
+output_dir = "{daily}"
+worker_enabled = true
+worker_check_seconds = 2
+""")
+    settings = load_settings(config, environ={})
+    cli("topics", "create", "--config", str(config))
+    events = simulate(tmp_path / "day.jsonl", users=3, seed=4)
+    expected = file_mode_final(settings, events)
+    wanted = sum(
+        1 for cdr in expected.values()
+        if cdr.group_id == "smith-law" and cdr.local_date == "2026-11-24"
+    )
+    publish(config, events)
+    worker = WorkerProcess(config, tmp_path / "worker.log")
+    try:
+        got = wait_for_cdrs(settings, expected, FINAL_TIMEOUT)
+        assert_same_final(got, expected, worker)
+
+        def complete_file() -> Path | None:
+            for path in sorted(daily.glob("smith-law_2026-11-24*.csv")):
+                if len(path.read_text().splitlines()) == wanted + 1:  # header + rows
+                    return path
+            return None
+
+        path = wait_for(complete_file, 60, "the day's complete file")
+        assert path.read_text().splitlines()[0].startswith("cdr_id,version,record_type")
+    finally:
+        worker.ensure_stopped()
