@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Mapping
 from datetime import date
 from importlib import resources
@@ -67,7 +68,6 @@ class KafkaSettings(_Strict):
     encoding: Literal["avro", "json"] = "avro"
     cdr_encoding: Literal["avro", "json"] = "avro"
     client_id: str = "cdrstream"
-    group_id: str = "cdrstream-worker"
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -298,8 +298,32 @@ class Settings(_Strict):
 ENV_PREFIX = "CDRSTREAM_"
 
 
-def _env_value(text: str) -> Any:
-    """An environment value: a TOML scalar where it parses as one, else the plain string."""
+def _expects_text(path: list[str]) -> bool:
+    """True where the key at `path` is a string setting (so `123456` stays a string)."""
+    model: Any = Settings
+    for index, part in enumerate(path):
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return False
+        annotation = field.annotation
+        args = typing.get_args(annotation)
+        if index == len(path) - 1:
+            return annotation is str or (str in args and all(a in (str, type(None)) for a in args))
+        if typing.get_origin(annotation) is dict:  # groups."name", client_codes."name"
+            model = args[1]
+            path = path[: index + 1] + path[index + 2:]  # skip the table's key
+            if len(path) == index + 1:
+                return False
+        else:
+            model = annotation
+    return False
+
+
+def _env_value(text: str, path: list[str]) -> Any:
+    """An environment value: the plain string for a string setting (a password of digits
+    stays a password), else a TOML value where it parses as one, else the string."""
+    if _expects_text(path):
+        return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -317,7 +341,7 @@ def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, A
             target = target.setdefault(part, {})
             if not isinstance(target, dict):
                 raise ConfigError(f"{name}: {'.'.join(path[:-1])} is not a table")
-        target[path[-1]] = _env_value(text)
+        target[path[-1]] = _env_value(text, path)
     if environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         merged.setdefault("kafka", {})["bootstrap_servers"] = environ["KAFKA_BOOTSTRAP_SERVERS"]
     return merged
