@@ -39,7 +39,8 @@ def run_measured(*args: str) -> tuple[float, float, str]:
     """(seconds, peak RSS MiB, stderr) of `cdrstream ARGS` in its own process."""
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", MEASURE, *args], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", MEASURE, *args], cwd=ROOT, capture_output=True, text=True,
+        check=False,
     )
     elapsed = time.perf_counter() - started
     if result.returncode:
@@ -61,8 +62,17 @@ def parse_only(path: Path) -> tuple[float, int]:
 
 
 def simulate(path: Path, users: int, date: str, seed: int) -> None:
-    run_measured("simulate", "--users", str(users), "--seed", str(seed), "--date", date,
-                 "--output", str(path))
+    run_measured(
+        "simulate",
+        "--users",
+        str(users),
+        "--seed",
+        str(seed),
+        "--date",
+        date,
+        "--output",
+        str(path),
+    )
 
 
 def count_lines(path: Path) -> int:
@@ -90,13 +100,17 @@ def main() -> None:
     print(f"simulated {events:,} events ({users} users) in {sim_seconds:.1f} s")
 
     parse_seconds, _ = parse_only(day)
-    print(f"parse only (orjson.loads per line): {parse_seconds:.2f} s, "
-          f"{events / parse_seconds:,.0f} events/s")
+    print(
+        f"parse only (orjson.loads per line): {parse_seconds:.2f} s, "
+        f"{events / parse_seconds:,.0f} events/s"
+    )
 
     out = workdir / "cdrs.jsonl"
     seconds, rss, summary = run_measured("process", "--input", str(day), "--output", str(out))
-    print(f"process: {seconds:.2f} s, {events / seconds:,.0f} events/s, "
-          f"{seconds / parse_seconds:.1f}x parse time, peak RSS {rss:.0f} MiB")
+    print(
+        f"process: {seconds:.2f} s, {events / seconds:,.0f} events/s, "
+        f"{seconds / parse_seconds:.1f}x parse time, peak RSS {rss:.0f} MiB"
+    )
     print(f"  {summary}")
 
     # A longer timeline with the same concurrency: the day, then the next day.
@@ -108,8 +122,10 @@ def main() -> None:
         handle.write(next_day.read_bytes())
     events2 = count_lines(two_days)
     seconds2, rss2, _ = run_measured("process", "--input", str(two_days), "--output", str(out))
-    print(f"process two days ({events2:,} events): {seconds2:.2f} s, "
-          f"{events2 / seconds2:,.0f} events/s, peak RSS {rss2:.0f} MiB")
+    print(
+        f"process two days ({events2:,} events): {seconds2:.2f} s, "
+        f"{events2 / seconds2:,.0f} events/s, peak RSS {rss2:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,8 +41,14 @@ def broker() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     env = dict(os.environ, KAFKA_PORT="19192")
-    out = subprocess.run(["bash", "deploy/kafka-local.sh", "start"], cwd=ROOT, env=env,
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["bash", "deploy/kafka-local.sh", "start"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip().splitlines()[-1]
 
 
@@ -68,8 +73,11 @@ def metric(port: int, name: str) -> float:
 async def pass_through(settings: Settings, total: int) -> float:
     kafka = settings.kafka
     consumer = AIOKafkaConsumer(
-        kafka.call_events_topic, kafka.dtmf_events_topic, bootstrap_servers=kafka.bootstrap_servers,
-        group_id=f"passthrough-{uuid.uuid4().hex[:6]}", auto_offset_reset="earliest",
+        kafka.call_events_topic,
+        kafka.dtmf_events_topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"passthrough-{uuid.uuid4().hex[:6]}",
+        auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5, acks="all")
@@ -84,7 +92,11 @@ async def pass_through(settings: Settings, total: int) -> float:
             futures = []
             for records in batches.values():
                 for record in records:
-                    futures.append(await producer.send(kafka.cdr_topic + "-passthrough", record.value, key=record.key))
+                    futures.append(
+                        await producer.send(
+                            kafka.cdr_topic + "-passthrough", record.value, key=record.key
+                        )
+                    )
                 seen += len(records)
             if futures:
                 await asyncio.gather(*futures)
@@ -113,7 +125,9 @@ def sustained(config: Path, settings: Settings, workdir: Path, total: int) -> fl
         worker.terminate()
 
 
-def latency(config: Path, settings: Settings, workdir: Path, rate: float, seconds: float) -> list[float]:
+def latency(
+    config: Path, settings: Settings, workdir: Path, rate: float, seconds: float
+) -> list[float]:
     port = free_port()
     worker = WorkerProcess(config, workdir / "latency-worker.log", port)
     released: dict[str, float] = {}  # cdr id of a leg -> wall time its release was produced
@@ -179,16 +193,20 @@ def main() -> None:
     ceiling = asyncio.run(pass_through(settings, total))
     print(f"pass-through (aiokafka consume + produce, no processing): {ceiling:,.0f} events/s")
     rate = sustained(config, settings, workdir, total)
-    print(f"worker, sustained over a backlog: {rate:,.0f} events/s "
-          f"({rate / ceiling:.0%} of pass-through)")
+    print(
+        f"worker, sustained over a backlog: {rate:,.0f} events/s "
+        f"({rate / ceiling:.0%} of pass-through)"
+    )
 
     config2, settings2 = setup(workdir, bootstrap, args.partitions)
     live = rate / 2
     lat = latency(config2, settings2, workdir, live, args.latency_seconds)
     if lat:
-        print(f"CDR latency at {live:,.0f} events/s (settle_seconds = {settings2.settle_seconds:g}): "
-              f"p50 {percentile(lat, 0.5):.2f} s, p99 {percentile(lat, 0.99):.2f} s, "
-              f"max {lat[-1]:.2f} s over {len(lat)} CDRs")
+        print(
+            f"CDR latency at {live:,.0f} events/s (settle_seconds = {settings2.settle_seconds:g}): "
+            f"p50 {percentile(lat, 0.5):.2f} s, p99 {percentile(lat, 0.99):.2f} s, "
+            f"max {lat[-1]:.2f} s over {len(lat)} CDRs"
+        )
     else:
         print("no CDR latency measured")
 

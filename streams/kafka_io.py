@@ -67,7 +67,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(kafka.call_events_topic, n, {}),
         TopicSpec(kafka.dtmf_events_topic, n, {}),
-        TopicSpec(kafka.cdr_topic, n, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}),
+        TopicSpec(
+            kafka.cdr_topic, n, {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+        ),
         TopicSpec(kafka.dlq_topic, max(1, min(n, 3)), {}),
     ]
 
@@ -84,7 +86,9 @@ def create_topics(settings: Settings) -> list[str]:
     try:
         report = []
         for spec in topic_specs(settings):
-            topic = NewTopic(spec.name, spec.partitions, kafka.replication_factor, topic_configs=spec.config)
+            topic = NewTopic(
+                spec.name, spec.partitions, kafka.replication_factor, topic_configs=spec.config
+            )
             try:
                 admin.create_topics([topic])
                 report.append(f"created {spec.name} ({spec.partitions} partitions)")
@@ -114,12 +118,18 @@ class EventPublisher:
         self.kafka = settings.kafka
         try:
             self._producer = KafkaProducer(
-                **client_options(self.kafka), acks="all", linger_ms=linger_ms,
-                retries=10, max_in_flight_requests_per_connection=1,
-                batch_size=256 * 1024, compression_type=None,
+                **client_options(self.kafka),
+                acks="all",
+                linger_ms=linger_ms,
+                retries=10,
+                max_in_flight_requests_per_connection=1,
+                batch_size=256 * 1024,
+                compression_type=None,
             )
         except KafkaError as error:
-            raise KafkaToolError(f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {error}") from None
+            raise KafkaToolError(
+                f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {error}"
+            ) from None
         self.sent = 0
 
     def topic_for(self, event: Event) -> str:
@@ -213,8 +223,11 @@ def stream_events(settings: Settings, events: Iterable[Event], rate: float | Non
 def _consumer(settings: Settings, **extra: Any) -> KafkaConsumer:
     try:
         return KafkaConsumer(
-            **client_options(settings.kafka), enable_auto_commit=False, group_id=None,
-            auto_offset_reset="earliest", **extra,
+            **client_options(settings.kafka),
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
+            **extra,
         )
     except KafkaError as error:
         raise KafkaToolError(
@@ -271,8 +284,9 @@ def read_latest_cdrs(settings: Settings) -> dict[str, Cdr]:
     return latest_versions(read_cdr_records(settings))
 
 
-def follow_cdrs(settings: Settings, from_beginning: bool = False,
-                idle_timeout: float | None = None) -> Iterator[Cdr]:
+def follow_cdrs(
+    settings: Settings, from_beginning: bool = False, idle_timeout: float | None = None
+) -> Iterator[Cdr]:
     """CDR versions as they arrive on the `cdr` topic; stops after `idle_timeout` seconds
     without one, when given."""
     consumer = _consumer(settings)

@@ -331,7 +331,7 @@ def _env_value(text: str, path: list[str]) -> Any:
 
 
 def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    merged = {key: (dict(value) if isinstance(value, dict) else value) for key, value in raw.items()}
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for name, text in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX):
             continue

@@ -34,7 +34,7 @@ def partition_of(value: bytes) -> int:
 
 def decode_user_state(value: bytes) -> UserState:
     partition_of(value)
-    state = pickle.loads(value[_HEADER.size:])
+    state = pickle.loads(value[_HEADER.size :])
     if not isinstance(state, UserState):
         raise WorkerError("table value is not a user state")
     return state

@@ -35,7 +35,6 @@ from streams.state_codec import (
 )
 from streams.timefmt import Millis
 
-
 # (topic, partition) -> True while that topic partition has messages not yet read
 Backlog = Callable[[str, int], bool]
 
@@ -148,12 +147,16 @@ class StreamProcessor:
                 yield StateWrite(partition, user_id.encode(), value)
             if changed and engine.watermark is not None:
                 yield StateWrite(
-                    partition, watermark_key(partition), encode_watermark(partition, engine.watermark)
+                    partition,
+                    watermark_key(partition),
+                    encode_watermark(partition, engine.watermark),
                 )
 
     # ------------------------------------------------------------ events
 
-    def handle(self, messages: Iterable[Message], wall: float, backlog: Backlog = no_backlog) -> list[Output]:
+    def handle(
+        self, messages: Iterable[Message], wall: float, backlog: Backlog = no_backlog
+    ) -> list[Output]:
         """Decode and feed a batch of messages, then move each partition's event time on;
         return what the engines issued."""
         outputs: list[Output] = []

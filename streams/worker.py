@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 import weakref
 from collections.abc import Iterator, Sequence
@@ -67,15 +68,29 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.events = Counter("cdrstream_events_in", "Events consumed", ["topic"], registry=self.registry)
-        self.cdrs = Counter("cdrstream_cdrs_out", "CDR versions published", ["record_type"], registry=self.registry)
-        self.dead_letters = Counter("cdrstream_dead_letters", "Dead letters published", registry=self.registry)
-        self.open_legs = Gauge("cdrstream_open_legs", "Call legs held in memory", registry=self.registry)
+        self.events = Counter(
+            "cdrstream_events_in", "Events consumed", ["topic"], registry=self.registry
+        )
+        self.cdrs = Counter(
+            "cdrstream_cdrs_out", "CDR versions published", ["record_type"], registry=self.registry
+        )
+        self.dead_letters = Counter(
+            "cdrstream_dead_letters", "Dead letters published", registry=self.registry
+        )
+        self.open_legs = Gauge(
+            "cdrstream_open_legs", "Call legs held in memory", registry=self.registry
+        )
         self.partitions = Gauge(
-            "cdrstream_assigned_partitions", "Event-topic partitions this worker has",
+            "cdrstream_assigned_partitions",
+            "Event-topic partitions this worker has",
             registry=self.registry,
         )
-        self.lag = Gauge("cdrstream_consumer_lag", "Messages not yet consumed", ["topic", "partition"], registry=self.registry)
+        self.lag = Gauge(
+            "cdrstream_consumer_lag",
+            "Messages not yet consumed",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
@@ -122,15 +137,15 @@ def _credentials(settings: Settings) -> Any:
     kafka = settings.kafka
     ssl_context = None
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        ssl_context = faust.ssl.create_default_context(
-            purpose=faust.ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_cafile
-        )
+        ssl_context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=kafka.ssl_cafile)
         if kafka.ssl_certfile:
             ssl_context.load_cert_chain(kafka.ssl_certfile, kafka.ssl_keyfile)
     if kafka.security_protocol.startswith("SASL"):
         return faust.SASLCredentials(
-            username=kafka.sasl_username, password=kafka.sasl_password,
-            mechanism=kafka.sasl_mechanism, ssl_context=ssl_context,
+            username=kafka.sasl_username,
+            password=kafka.sasl_password,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context,
         )
     return faust.SSLCredentials(ssl_context)
 
@@ -152,14 +167,18 @@ def _wire(app: faust.App, settings: Settings) -> None:
         for item in outputs:
             if isinstance(item, Cdr):
                 value = encode_cdr_message(item, kafka.cdr_encoding)
-                pending.append(await cdr_topic.send(key=item.cdr_id.encode(), value=value, force=True))
+                pending.append(
+                    await cdr_topic.send(key=item.cdr_id.encode(), value=value, force=True)
+                )
                 metrics.cdrs.labels(item.record_type).inc()
             else:
-                pending.append(await dlq_topic.send(
-                    key=None if item.event_id is None else item.event_id.encode(),
-                    value=encode_dead_letter_message(item, kafka.cdr_encoding),
-                    force=True,
-                ))
+                pending.append(
+                    await dlq_topic.send(
+                        key=None if item.event_id is None else item.event_id.encode(),
+                        value=encode_dead_letter_message(item, kafka.cdr_encoding),
+                        force=True,
+                    )
+                )
                 metrics.dead_letters.inc()
         if pending:
             await asyncio.gather(*pending)
@@ -191,7 +210,8 @@ def _wire(app: faust.App, settings: Settings) -> None:
         last = processor.positions.get((topic, partition))
         if last is not None:
             return bool(highwater > last + 1)
-        committed = consumer._read_offset.get(tp)  # where reading starts (faust keeps it)
+        # where reading starts, as Faust keeps it
+        committed = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
         return bool(highwater > (committed or 0))
 
     async def process(batch: Sequence[faust.EventT[bytes]]) -> None:
@@ -208,7 +228,10 @@ def _wire(app: faust.App, settings: Settings) -> None:
 
     @app.agent(events_topic, name="correlate")
     async def correlate(stream: faust.StreamT[bytes]) -> None:
-        async for batch in stream.take_events(worker.batch_size, within=worker.batch_timeout_seconds):
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            worker.batch_size, within=worker.batch_timeout_seconds
+        )
+        async for batch in batches:
             # take_events acknowledges the batch when this body ends, even when the worker
             # is being stopped: so a batch, once begun, is finished (its CDRs delivered and
             # its state persisted) before the stop goes on.
@@ -219,15 +242,18 @@ def _wire(app: faust.App, settings: Settings) -> None:
                 await task
                 raise
 
-    @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))
+    @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:
-        if app.in_recovery or app.rebalancing or not app.tables.recovery.completed.is_set():
+        recovered = app.tables.recovery.completed.is_set()  # type: ignore[attr-defined]
+        if app.in_recovery or app.rebalancing or not recovered:
             return
         async with lock:
             # engines of partitions that have had no events since this worker got them
             # (after a restart with nothing new to read, their calls still need issuing)
             assigned = {
-                tp.partition for tp in app.consumer.assignment() if tp.topic == kafka.call_events_topic
+                tp.partition
+                for tp in app.consumer.assignment()
+                if tp.topic == kafka.call_events_topic
             }
             metrics.partitions.set(len(assigned))
             processor.restore(assigned, table.data, time.time())
@@ -237,10 +263,12 @@ def _wire(app: faust.App, settings: Settings) -> None:
                 await persist()
             _update_lag(app, processor, metrics)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         async with lock:
-            processor.forget({tp.partition for tp in revoked if tp.topic == kafka.call_events_topic})
+            processor.forget(
+                {tp.partition for tp in revoked if tp.topic == kafka.call_events_topic}
+            )
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
@@ -271,7 +299,9 @@ def _wire_daily_export(app: faust.App, settings: Settings) -> None:
     next_due = [0]
     check_ms = round(settings.export.worker_check_seconds * 1000)
 
-    @app.timer(interval=min(30.0, settings.export.worker_check_seconds), on_leader=True)
+    interval = min(30.0, settings.export.worker_check_seconds)
+
+    @app.timer(interval=interval, on_leader=True)  # type: ignore[untyped-decorator]
     async def daily_export() -> None:
         now_ms = round(time.time() * 1000)
         if now_ms < next_due[0]:
@@ -301,5 +331,3 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
-
-

@@ -35,13 +35,27 @@ FINAL_TIMEOUT = 120
 
 
 def simulate(path: Path, users: int, seed: int, *extra: str) -> Path:
-    cli("simulate", "--users", str(users), "--seed", str(seed), "--resend-rate", "0.02",
-        "--disorder-ms", "2000", "--output", str(path), *extra)
+    cli(
+        "simulate",
+        "--users",
+        str(users),
+        "--seed",
+        str(seed),
+        "--resend-rate",
+        "0.02",
+        "--disorder-ms",
+        "2000",
+        "--output",
+        str(path),
+        *extra,
+    )
     return path
 
 
 def file_mode_final(settings: Settings, events: Path) -> dict[str, Cdr]:
-    stream = ((item, origin) for item, origin in read_events(events) if not isinstance(item, DeadLetter))
+    stream = (
+        (item, origin) for item, origin in read_events(events) if not isinstance(item, DeadLetter)
+    )
     return latest_versions(out for out in run_events(settings, stream) if isinstance(out, Cdr))
 
 
@@ -82,10 +96,13 @@ def assert_same_final(got: dict[str, Cdr], expected: dict[str, Cdr], worker: Wor
     detail = ""
     if differing:
         want, have = expected[differing[0]], got[differing[0]]
-        detail = str({
-            name: (getattr(want, name), getattr(have, name))
-            for name in want.__dataclass_fields__ if getattr(want, name) != getattr(have, name)
-        })
+        detail = str(
+            {
+                name: (getattr(want, name), getattr(have, name))
+                for name in want.__dataclass_fields__
+                if getattr(want, name) != getattr(have, name)
+            }
+        )
     assert not (missing or extra or differing), (
         f"missing {missing[:5]}, extra {extra[:5]}, differing {differing[:5]} {detail}\n"
         f"{worker.tail()}"
@@ -159,15 +176,15 @@ def test_paused_feed_is_flushed_when_idle_then_resumes(setup, tmp_path: Path) ->
     at_cut = len(file_mode_final(settings, first))
     wait_for(
         lambda: True if len(read_latest_cdrs(settings)) >= at_cut * 0.8 else None,
-        FINAL_TIMEOUT, "the idle flush to issue the calls released before the pause",
+        FINAL_TIMEOUT,
+        "the idle flush to issue the calls released before the pause",
     )
     publish(config, second)
-    got = wait_for(
-        lambda: (lambda latest: latest if _without_versions(latest) == _without_versions(expected) else None)(
-            read_latest_cdrs(settings)
-        ),
-        FINAL_TIMEOUT, "the final CDR set",
-    )
+    def final() -> dict[str, Cdr] | None:
+        latest = read_latest_cdrs(settings)
+        return latest if _without_versions(latest) == _without_versions(expected) else None
+
+    got = wait_for(final, FINAL_TIMEOUT, "the final CDR set")
     assert set(got) == set(expected)
     assert worker.terminate() == 0, worker.tail()
 
@@ -191,7 +208,8 @@ def test_two_workers_share_the_partitions(setup, tmp_path: Path) -> None:
         except OSError:
             return 0.0
         return sum(
-            float(line.rsplit(" ", 1)[1]) for line in page.read().decode().splitlines()
+            float(line.rsplit(" ", 1)[1])
+            for line in page.read().decode().splitlines()
             if line.startswith(name)
         )
 
@@ -214,7 +232,8 @@ def test_malformed_messages_go_to_the_dead_letter_topic(setup, tmp_path: Path) -
     bad_lines = [
         b"this is not json",
         b'{"event_id": "bad-1", "type": "call_teleported", "ts": "2026-11-24T14:00:00.000Z"}',
-        b'{"event_id": "bad-2", "type": "dtmf", "ts": "2026-11-24T14:00:00.000Z", "switch_id": "sw1",'
+        b'{"event_id": "bad-2", "type": "dtmf", "ts": "2026-11-24T14:00:00.000Z", '
+        b'"switch_id": "sw1",'
         b' "user_id": "u@x", "group_id": "g", "call_id": "c", "seq": 1, "digit": "X"}',
     ]
     lines = events.read_bytes().splitlines(keepends=True)
@@ -235,27 +254,32 @@ def test_malformed_messages_go_to_the_dead_letter_topic(setup, tmp_path: Path) -
         assert letter["partition"] is not None and letter["offset"] is not None
 
 
-def test_worker_exports_the_daily_files_when_enabled(tmp_path: Path, kafka_bootstrap: str,
-                                                     kafka_topic_prefix: str) -> None:
+def test_worker_exports_the_daily_files_when_enabled(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic_prefix: str
+) -> None:
     """Issue 5: with `[export] worker_enabled` the worker's leader writes each group's
     finished day (here to the local output directory; SFTP delivery is tested on its own),
     catching up the days it missed, and revises a day when its CDRs change."""
     config = tmp_path / "config.toml"
     write_config(config, kafka_bootstrap, kafka_topic_prefix)
     daily = tmp_path / "daily"
-    config.write_text(config.read_text() + f"""
+    config.write_text(
+        config.read_text()
+        + f"""
 [export]
 formats = ["csv"]
 output_dir = "{daily}"
 worker_enabled = true
 worker_check_seconds = 2
-""")
+"""
+    )
     settings = load_settings(config, environ={})
     cli("topics", "create", "--config", str(config))
     events = simulate(tmp_path / "day.jsonl", users=3, seed=4)
     expected = file_mode_final(settings, events)
     wanted = sum(
-        1 for cdr in expected.values()
+        1
+        for cdr in expected.values()
         if cdr.group_id == "smith-law" and cdr.local_date == "2026-11-24"
     )
     publish(config, events)

@@ -31,7 +31,9 @@ def write_config(
     path: Path, bootstrap: str, prefix: str, partitions: int = 3, encoding: str = "avro"
 ) -> Settings:
     """The embedded default config plus [kafka] and [worker] tables private to one test."""
-    text = default_config_text() + f"""
+    text = (
+        default_config_text()
+        + f"""
 [kafka]
 bootstrap_servers = "{bootstrap}"
 call_events_topic = "{prefix}call-events"
@@ -46,7 +48,7 @@ cdr_encoding = "{encoding}"
 app_id = "{prefix}cdrstream"
 web_port = {free_port()}
 web_bind = "127.0.0.1"
-data_dir = "{path.parent / 'worker-data'}"
+data_dir = "{path.parent / "worker-data"}"
 idle_flush_seconds = 1
 batch_timeout_seconds = 0.05
 commit_interval_seconds = 0.5
@@ -54,14 +56,19 @@ rebalance_timeout_seconds = 5
 session_timeout_seconds = 6
 heartbeat_interval_seconds = 0.5
 """
+    )
     path.write_text(text)
     return load_settings(path, environ={})
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "streams", *args], capture_output=True, text=True,
-        cwd=REPO_ROOT, timeout=300,
+        [sys.executable, "-m", "streams", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     if check and result.returncode != 0:
         raise AssertionError(f"cdrstream {' '.join(args)} failed: {result.stderr[-2000:]}")
@@ -79,7 +86,11 @@ class WorkerProcess:
             command += ["--web-port", str(web_port)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+            command,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
             start_new_session=True,
         )
 

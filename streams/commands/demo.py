@@ -22,7 +22,8 @@ from streams.simulate import SimulationOptions, write_day
 
 def add_parser(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "demo", help="simulate a firm's day, correlate it into CDRs and report (no Kafka)",
+        "demo",
+        help="simulate a firm's day, correlate it into CDRs and report (no Kafka)",
         description=__doc__,
     )
     add_config_option(parser)
@@ -38,13 +39,16 @@ def summary(cdrs: dict[str, Cdr]) -> list[str]:
     entries = [cdr for cdr in cdrs.values() if cdr.record_type == CODE_ENTRY]
     status = Counter(cdr.account_code_status for cdr in calls)
     entry_status = Counter(cdr.account_code_status for cdr in entries)
-    corrected = sum(1 for cdr in calls if len({e.code for e in cdr.account_code_entries if e.complete}) > 1)
+    corrected = sum(
+        1 for cdr in calls if len({e.code for e in cdr.account_code_entries if e.complete}) > 1
+    )
     ringing = sum(1 for cdr in calls if cdr.legs)
     return [
         f"{len(calls)} calls: {sum(c.billable for c in calls)} answered, {status['present']} with "
         f"a code, {status['missing']} missing a required code, {status['not_required']} "
         "needing none",
-        f"{corrected} codes corrected by re-entry, {ringing} Simultaneous Ring calls as one CDR each",
+        f"{corrected} codes corrected by re-entry, "
+        f"{ringing} Simultaneous Ring calls as one CDR each",
         f"{len(entries)} second-line entries: {entry_status['applied']} applied to a held call, "
         f"{entry_status['orphan']} orphans, {entry_status['incomplete']} incomplete",
     ]
@@ -56,17 +60,24 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     events = out / "events.jsonl"
     options = SimulationOptions(
-        seed=args.seed, users=args.users, resend_rate=0.01, disorder_ms=1500,
+        seed=args.seed,
+        users=args.users,
+        resend_rate=0.01,
+        disorder_ms=1500,
         malformed_rate=0.001,
     )
     stats = write_day(events, settings, options)
-    say(f"1. simulated {options.day}: {stats.users} users, {stats.calls} calls, {stats.events} "
-        f"events ({stats.resends} re-sent, {stats.malformed} malformed lines) -> {events}")
+    say(
+        f"1. simulated {options.day}: {stats.users} users, {stats.calls} calls, {stats.events} "
+        f"events ({stats.resends} re-sent, {stats.malformed} malformed lines) -> {events}"
+    )
 
     cdr_path = out / "cdrs.jsonl"
     result = process_file(settings, events, cdr_path)
-    say(f"2. cdrstream process: {result.cdrs} CDR versions for {result.calls} records -> "
-        f"{cdr_path}; {result.dead_letters} dead letters -> {result.dead_letter_path}")
+    say(
+        f"2. cdrstream process: {result.cdrs} CDR versions for {result.calls} records -> "
+        f"{cdr_path}; {result.dead_letters} dead letters -> {result.dead_letter_path}"
+    )
     latest = latest_versions(read_cdrs(cdr_path))
     for line in summary(latest):
         say(f"   {line}")

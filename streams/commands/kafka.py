@@ -18,7 +18,8 @@ from streams.timefmt import format_iso
 def add_kafka_options(parser: argparse.ArgumentParser) -> None:
     add_config_option(parser)
     parser.add_argument(
-        "--bootstrap-servers", metavar="HOST:PORT[,...]",
+        "--bootstrap-servers",
+        metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $KAFKA_BOOTSTRAP_SERVERS, else [kafka] "
         "bootstrap_servers of the config)",
     )
@@ -35,7 +36,9 @@ def kafka_settings(args: argparse.Namespace) -> Settings:
 def add_parser(subparsers: Any) -> None:
     topics = subparsers.add_parser("topics", help="manage cdrstream's Kafka topics")
     topics_sub = topics.add_subparsers(dest="action", metavar="ACTION", required=True)
-    create = topics_sub.add_parser("create", help="create the event, cdr and dead-letter topics (idempotent)")
+    create = topics_sub.add_parser(
+        "create", help="create the event, cdr and dead-letter topics (idempotent)"
+    )
     add_kafka_options(create)
     create.set_defaults(handler=run_topics_create)
 
@@ -45,7 +48,8 @@ def add_parser(subparsers: Any) -> None:
     add_kafka_options(publish)
     publish.add_argument("--input", required=True, metavar="EVENTS", help="events: .jsonl or .avro")
     publish.add_argument(
-        "--send-malformed", action="store_true",
+        "--send-malformed",
+        action="store_true",
         help="send lines that are not valid events raw to call-events (dead-letter drills)",
     )
     publish.set_defaults(handler=run_publish)
@@ -53,17 +57,22 @@ def add_parser(subparsers: Any) -> None:
     worker = subparsers.add_parser("worker", help="run the streaming worker (Faust)")
     add_kafka_options(worker)
     worker.add_argument("--web-port", type=int, help="port of /metrics (default [worker] web_port)")
-    worker.add_argument("--loglevel", default="warning", choices=("debug", "info", "warning", "error"))
+    worker.add_argument(
+        "--loglevel", default="warning", choices=("debug", "info", "warning", "error")
+    )
     worker.set_defaults(handler=run_worker_command)
 
     cdrs = subparsers.add_parser("cdrs", help="read the cdr topic")
     cdrs_sub = cdrs.add_subparsers(dest="action", metavar="ACTION", required=True)
-    tail = cdrs_sub.add_parser("tail", help="follow the cdr topic, one readable line per CDR version")
+    tail = cdrs_sub.add_parser(
+        "tail", help="follow the cdr topic, one readable line per CDR version"
+    )
     add_kafka_options(tail)
     tail.add_argument("--from-beginning", action="store_true", help="start at the oldest CDR")
     tail.add_argument("--json", action="store_true", help="print each CDR as JSON")
-    tail.add_argument("--idle-exit", type=float, metavar="SECONDS",
-                      help="stop after this long without a new CDR")
+    tail.add_argument(
+        "--idle-exit", type=float, metavar="SECONDS", help="stop after this long without a new CDR"
+    )
     tail.set_defaults(handler=run_cdrs_tail)
     dump = cdrs_sub.add_parser("dump", help="write the latest version of every CDR on the topic")
     add_kafka_options(dump)

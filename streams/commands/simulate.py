@@ -152,7 +152,7 @@ def _stream(args: argparse.Namespace, options: SimulationOptions) -> int:
 
     settings = kafka_settings(args)
     if options.malformed_rate:
-        say("--malformed-rate is for files; with --to-kafka use `cdrstream publish --send-malformed`")
+        say("--malformed-rate is for files; to Kafka use `cdrstream publish --send-malformed`")
         return 2
     stats = SimulationStats()
     sent = stream_events(settings, iter_events(settings, options, stats), args.rate)
