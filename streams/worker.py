@@ -22,6 +22,7 @@ import logging
 import ssl
 import time
 import weakref
+from collections import Counter as Tally
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -221,8 +222,8 @@ def _wire(app: faust.App, settings: Settings) -> None:
                 for e in batch
             ]
             processor.restore({m.partition for m in messages}, table.data, time.time())
-            for message in messages:
-                metrics.events.labels(message.topic).inc()
+            for topic, count in Tally(m.topic for m in messages).items():
+                metrics.events.labels(topic).inc(count)
             await publish(processor.handle(messages, time.time(), backlog))
             await persist()
 
