@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any, Final, Literal
 
 from streams.timefmt import Millis, format_iso
@@ -97,9 +98,10 @@ class Cdr:
         return _content(self) == _content(other)
 
     def to_json_dict(self) -> dict[str, Any]:
-        out = {name: getattr(self, name) for name in CDR_FIELDS}
-        for name in ("start_time", "answer_time", "release_time"):
-            out[name] = _iso_or_none(out[name])
+        out = dict(zip(CDR_FIELDS, _all_fields(self), strict=True))
+        out["start_time"] = _iso_or_none(self.start_time)
+        out["answer_time"] = _iso_or_none(self.answer_time)
+        out["release_time"] = _iso_or_none(self.release_time)
         out["account_code_entries"] = [entry.to_json_dict() for entry in self.account_code_entries]
         out["legs"] = [leg.to_json_dict() for leg in self.legs]
         return out
@@ -107,10 +109,8 @@ class Cdr:
 
 CDR_FIELDS: Final[tuple[str, ...]] = tuple(field.name for field in fields(Cdr))
 TIME_FIELDS: Final = ("start_time", "answer_time", "release_time")
-
-
-def _content(cdr: Cdr) -> tuple[Any, ...]:
-    return tuple(getattr(cdr, name) for name in CDR_FIELDS if name != "version")
+_all_fields = attrgetter(*CDR_FIELDS)
+_content = attrgetter(*(name for name in CDR_FIELDS if name != "version"))
 
 
 def _iso_or_none(ms: Millis | None) -> str | None:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from streams import cdr as c
 from streams.cdr import Cdr, CodeEntry, LegSummary
 from streams.dialing import EntryAttempt
+from streams.events import LegKey
 from streams.legs import Hold, LegFacts
 from streams.settings import Settings
 from streams.timefmt import Millis, local_date, zone
@@ -75,6 +76,15 @@ def _called_number(leg: LegFacts) -> str | None:
     return None if leg.started is None else leg.started.called_number
 
 
+def _answer_order(leg: LegFacts) -> tuple[Millis, LegKey]:
+    assert leg.answer_ts is not None
+    return leg.answer_ts, leg.key
+
+
+def _start_order(leg: LegFacts) -> tuple[Millis, LegKey]:
+    return leg.start_ts, leg.key
+
+
 def build_call_cdr(
     settings: Settings,
     root: LegFacts,
@@ -88,9 +98,13 @@ def build_call_cdr(
     """
     assert root.started is not None and root.release is not None
     legs = (root, *ring_legs)
-    answers = [leg for leg in legs if leg.answer_ts is not None]
-    first_answer = min(answers, key=lambda leg: (leg.answer_ts, leg.key)) if answers else None
-    release_time = max(leg.release_ts or root.start_ts for leg in legs)
+    if ring_legs:
+        answers = [leg for leg in legs if leg.answer_ts is not None]
+        first_answer = min(answers, key=_answer_order) if answers else None
+        release_time = max(leg.release_ts or root.start_ts for leg in legs)
+    else:  # the common case, the same outcome
+        first_answer = root if root.answer_ts is not None else None
+        release_time = root.release_ts or root.start_ts
     start_time = root.start_ts
     answer_time = None if first_answer is None else first_answer.answer_ts
     release = (first_answer or root).release
@@ -125,8 +139,8 @@ def build_call_cdr(
                 leg.key.call_id, _called_number(leg), leg.answer_ts is not None,
                 leg.answer_ts, leg.release_ts,
             )
-            for leg in sorted(ring_legs, key=lambda leg: (leg.start_ts, leg.key))
-        ),
+            for leg in sorted(ring_legs, key=_start_order)
+        ) if ring_legs else (),
         user_timezone=tz, local_date=local_date(start_time, tz).isoformat(),
         billable=answer_time is not None,
     )

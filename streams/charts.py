@@ -84,8 +84,8 @@ def panels(report: Report) -> tuple[Panel, ...]:
 def write_chart(report: Report, path: str | Path) -> Path:
     """Draw the billed hours per client of each group to a PNG file at `path`."""
     try:  # lazily, on purpose: matplotlib is optional and slow to import
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
-        from matplotlib.figure import Figure  # noqa: PLC0415
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise CdrStreamError(
             "--chart needs matplotlib, which is not installed; "

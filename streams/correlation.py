@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from streams.events import LegKey
-from streams.legs import LegFacts
+from streams.legs import CODE_ENTRY_LEG, UNDECIDED_LEG, LegFacts
 from streams.timefmt import Millis
 
 MAX_RING_DEPTH = 8
@@ -22,18 +22,28 @@ class Call:
 
     @property
     def legs(self) -> list[LegFacts]:
-        return ([self.root] if self.root is not None else []) + self.ring
+        return [self.root, *self.ring] if self.root is not None else list(self.ring)
 
     def legs_keys(self) -> set[LegKey]:
         return {leg.key for leg in self.legs}
 
     @property
     def released(self) -> bool:
-        return self.root is not None and all(leg.release is not None for leg in self.legs)
+        if self.root is None or self.root.release is None:
+            return False
+        return all(leg.release is not None for leg in self.ring)
 
     @property
     def release_time(self) -> Millis:
-        return max(leg.release_ts or 0 for leg in self.legs)
+        latest: Millis | None = None
+        for leg in self.legs:
+            release = leg.release
+            moment = release.ts if release is not None and release.ts else 0  # release_ts or 0
+            if latest is None or moment > latest:
+                latest = moment
+        if latest is None:
+            raise ValueError("a call without legs has no release time")
+        return latest
 
     @property
     def first_ts(self) -> Millis:
@@ -53,7 +63,7 @@ def _root_of(key: LegKey, facts: Mapping[LegKey, LegFacts]) -> LegKey:
     """Follow Simultaneous Ring links up to the call's first leg (rule C7)."""
     for _ in range(MAX_RING_DEPTH):
         leg = facts.get(key)
-        parent = None if leg is None else leg.parent
+        parent = None if leg is None else leg.ring_parent
         if parent is None or parent == key:
             return key
         key = parent
@@ -66,12 +76,13 @@ def view_user(facts: Mapping[LegKey, LegFacts]) -> UserView:
     undecided: list[LegFacts] = []
     for key in sorted(facts):
         leg = facts[key]
-        if leg.is_code_entry_leg:
+        kind = leg.kind
+        if kind == CODE_ENTRY_LEG:
             code_entry_legs[key] = leg
             continue
-        if leg.may_become_code_entry_leg:
+        if kind == UNDECIDED_LEG:
             undecided.append(leg)
-        root_key = _root_of(key, facts)
+        root_key = key if leg.ring_parent is None else _root_of(key, facts)
         call = calls.get(root_key)
         if call is None:
             call = calls[root_key] = Call(root_key, facts.get(root_key))

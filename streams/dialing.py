@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from streams.timefmt import Millis
 
 TERMINATORS = frozenset("*#")
 
 
-@dataclass(frozen=True, slots=True)
-class Keyed:
+class Keyed(NamedTuple):
     """One dialing digit and when it was keyed."""
 
     digit: str

@@ -14,12 +14,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from streams import events as ev
 from streams.cdr import Cdr, CodeEntry
 from streams.cdr_builder import build_call_cdr, build_code_entry_cdr, code_entry
 from streams.correlation import Call, UserView, target_of, view_user
 from streams.deadletter import DeadLetter, Origin
-from streams.events import Event, LegKey
+from streams.events import CALL_RELEASED, CALL_STARTED, Event, LegKey
 from streams.legs import Leg, LegFacts, leg_facts, split_rejected
 from streams.settings import Settings
 from streams.timefmt import Millis
@@ -90,45 +89,111 @@ def late_letter(event: Event, origin: Origin | None, reason: str) -> DeadLetter:
     return DeadLetter(reason, origin, event.to_json_dict(), event.event_id)
 
 
+class _Times(NamedTuple):
+    """A `Settings`' durations in milliseconds, read once (they are properties)."""
+
+    settings: Settings
+    settle_ms: Millis
+    max_call_ms: Millis
+    correction_window_ms: Millis
+    redelivery_horizon_ms: Millis
+    digit_timeout_ms: Millis
+
+
+_times_by_id: dict[int, _Times] = {}
+
+
+def _times(settings: Settings) -> _Times:
+    times = _times_by_id.get(id(settings))
+    if times is None or times.settings is not settings:
+        if len(_times_by_id) >= 64:
+            _times_by_id.clear()
+        times = _times_by_id[id(settings)] = _Times(
+            settings, settings.settle_ms, settings.max_call_ms, settings.correction_window_ms,
+            settings.redelivery_horizon_ms, settings.digit_timeout_ms,
+        )
+    return times
+
+
+_new = tuple.__new__
+
+
 def apply_event(
-    state: UserState, event: Event, origin: Origin | None, watermark: Millis, settings: Settings
+    state: UserState, event: Event, origin: Origin | None, watermark: Millis, settings: Settings,
+    *, times: _Times | None = None,
 ) -> tuple[UserState, DeadLetter | None]:
     """Add one event to a user's state. Re-deliveries change nothing; an event for a leg
-    that is final and out of memory goes to the dead letters."""
-    key = event.leg
-    tombstone = state.tombstones.get(key)
-    if tombstone is not None:
-        if tombstone.had(event.seq):
-            return state, None
-        reason = f"late event: call leg {key.cdr_id} is already final"
-        return state, late_letter(event, origin, reason)
+    that is final and out of memory goes to the dead letters. (`times` are `settings`'
+    durations, where the caller has them.)"""
+    key = _new(LegKey, (event.switch_id, event.call_id))
+    if state.tombstones:
+        tombstone = state.tombstones.get(key)
+        if tombstone is not None:
+            if tombstone.had(event.seq):
+                return state, None
+            reason = f"late event: call leg {key.cdr_id} is already final"
+            return state, late_letter(event, origin, reason)
+    if times is None:
+        times = _times(settings)
+    ts = event.ts
+    kind = event.type
     leg = state.legs.get(key)
     due = state.due
     if leg is None:
-        leg = Leg(key, (event,), (origin,))
-        due = _min(due, event.ts + settings.max_call_ms)  # closes a leg that never ends
+        leg = _new(Leg, (key, (event,), (origin,), False))
+        closes_at = ts + times.max_call_ms  # closes a leg that never ends
+        if due is None or closes_at < due:
+            due = closes_at
     elif leg.has_event(event):
         return state, None
     else:
-        leg = leg.with_event(event, origin)
-    legs = dict(state.legs)
-    legs[key] = leg
-    if event.type == ev.CALL_RELEASED:
-        due = _min(due, event.ts + settings.settle_ms)
-    elif event.type == ev.CALL_STARTED:
-        due = _min(due, event.ts + settings.max_call_ms)
-    if event.ts <= watermark - settings.settle_ms:
+        leg = _new(Leg, (key, (*leg.events, event), (*leg.origins, origin), leg.closed))
+        if kind == CALL_STARTED:
+            due = _min(due, ts + times.max_call_ms)
+    legs = {**state.legs, key: leg}
+    settle_ms = times.settle_ms
+    if kind == CALL_RELEASED:
+        due = _min(due, ts + settle_ms)
+    if ts <= watermark - settle_ms:
         due = _min(due, watermark)  # late: may change what was issued, look again now
     elif state.waiting:
-        due = _min(due, event.ts + settings.settle_ms)  # may decide a line a call waits for
+        due = _min(due, ts + settle_ms)  # may decide a line a call waits for
     return UserState(legs, state.issued, state.tombstones, due, state.waiting), None
+
+
+class Memo:
+    """What an engine has already read from its users' immutable legs, so that a call
+    to `evaluate_user` reads again only the legs that changed (a cache: the outcome is the
+    same with or without it). Entries are checked by identity: a leg is immutable, so
+    the same object reads the same. One memo serves one engine (one `Settings`)."""
+
+    __slots__ = ("built", "facts")
+
+    def __init__(self) -> None:
+        # a leg as stored after cleaning (and closing), and its facts
+        self.facts: dict[LegKey, tuple[Leg, LegFacts]] = {}
+        # a CDR's inputs when last built, and what was issued for it then
+        self.built: dict[str, tuple[tuple[object, ...], Cdr]] = {}
+
+    def drop(self, key: LegKey) -> None:
+        self.facts.pop(key, None)
+        self.built.pop(key.cdr_id, None)
+
+    def clear(self) -> None:
+        self.facts.clear()
+        self.built.clear()
 
 
 class _Evaluation:
     """The working state of one `evaluate_user` call."""
 
-    def __init__(self, state: UserState, watermark: Millis, settings: Settings, final: bool):
+    def __init__(
+        self, state: UserState, watermark: Millis, settings: Settings, final: bool,
+        memo: Memo,
+    ):
+        self.memo = memo
         self.settings = settings
+        self.times = _times(settings)
         self.watermark = watermark
         self.final = final
         self.legs = dict(state.legs)
@@ -145,15 +210,27 @@ class _Evaluation:
     def reached(self, moment: Millis) -> bool:
         return self.final or moment <= self.watermark
 
-    def issue(self, built: Cdr) -> None:
-        previous = self.issued.get(built.cdr_id)
-        if previous is not None and previous.same_content(built):
-            return
-        version = 1 if previous is None else previous.version + 1
-        if version != built.version:
-            built = _with_version(built, version)
-        self.issued[built.cdr_id] = built
-        self.outputs.append(built)
+    def unchanged(self, cdr_id: str, inputs: tuple[object, ...]) -> bool:
+        """True where the CDR was last built from these very inputs (the same facts, by
+        identity, and equal entries) and that is what is issued: building it again would
+        issue nothing."""
+        built = self.memo.built.get(cdr_id)
+        if built is None or self.issued.get(cdr_id) is not built[1]:
+            return False
+        before = built[0]
+        return len(before) == len(inputs) and all(map(_same_input, before, inputs))
+
+    def issue(self, built: Cdr, inputs: tuple[object, ...] = ()) -> None:
+        cdr_id = built.cdr_id
+        previous = self.issued.get(cdr_id)
+        if previous is None or not previous.same_content(built):
+            version = 1 if previous is None else previous.version + 1
+            if version != built.version:
+                built = _with_version(built, version)
+            self.issued[cdr_id] = built
+            self.outputs.append(built)
+        if inputs:
+            self.memo.built[cdr_id] = (inputs, self.issued[cdr_id])
 
     def next_version(self, cdr_id: str) -> int:
         previous = self.issued.get(cdr_id)
@@ -162,7 +239,7 @@ class _Evaluation:
     def forget(self, keys: Iterable[LegKey], reason: str | None = None) -> None:
         """Drop legs from memory, leaving tombstones; with a reason, their events go to the
         dead letters first."""
-        expires = self.watermark + self.settings.max_call_ms
+        expires = self.watermark + self.times.redelivery_horizon_ms
         for key in keys:
             leg = self.legs.pop(key, None)
             if leg is None:
@@ -171,12 +248,22 @@ class _Evaluation:
                 for event, origin in sorted(zip(leg.events, leg.origins, strict=True), key=_by_seq):
                     self.outputs.append(late_letter(event, origin, reason))
             self.issued.pop(key.cdr_id, None)
+            self.memo.drop(key)
             self.tombstones[key] = Tombstone.of(leg, expires)
 
     def state(self) -> UserState:
-        for tombstone in self.tombstones.values():
-            self.wake_at(tombstone.expires)
-        return UserState(self.legs, self.issued, self.tombstones, self.due, self.waiting)
+        tombstones = self.tombstones
+        if tombstones:
+            watermark = self.watermark
+            later = [t.expires for t in tombstones.values() if t.expires > watermark]
+            if later:
+                self.due = _min(self.due, min(later))
+        return UserState(self.legs, self.issued, tombstones, self.due, self.waiting)
+
+
+def _same_input(before: object, now: object) -> bool:
+    """Facts are compared by identity (the same leg read once), anything else by value."""
+    return before is now or (not isinstance(now, LegFacts) and before == now)
 
 
 def _by_seq(pair: tuple[Event, Origin | None]) -> tuple[int, str]:
@@ -192,20 +279,29 @@ def _with_version(cdr: Cdr, version: int) -> Cdr:
 def _clean_and_close(run: _Evaluation) -> dict[LegKey, LegFacts]:
     """Reject contract-breaking events, close legs past max_call_hours, read the facts."""
     settings = run.settings
+    known = run.memo.facts
+    legs = run.legs
     facts: dict[LegKey, LegFacts] = {}
-    for key in sorted(run.legs):
-        leg, rejected = split_rejected(run.legs[key])
-        for item in rejected:
-            run.outputs.append(late_letter(item.event, item.origin, item.reason))
-        read = leg_facts(leg, settings)
+    for key in sorted(legs):
+        leg = legs[key]
+        seen = known.get(key)
+        if seen is not None and seen[0] is leg:
+            read = seen[1]  # as read last time: clean already, nothing to reject
+        else:
+            leg, rejected = split_rejected(leg)
+            for item in rejected:
+                run.outputs.append(late_letter(item.event, item.origin, item.reason))
+            read = leg_facts(leg, settings)
         if read.release is None and not leg.closed:
-            closes_at = read.start_ts + settings.max_call_ms
+            closes_at = read.start_ts + run.times.max_call_ms
             if run.reached(closes_at):
                 leg = leg._replace(closed=True)
                 read = leg_facts(leg, settings)
             else:
                 run.wake_at(closes_at)
-        run.legs[key] = leg
+        if seen is None or seen[0] is not leg:
+            known[key] = (leg, read)
+        legs[key] = leg
         facts[key] = read
     return facts
 
@@ -216,34 +312,48 @@ def _issue_code_entry_legs(run: _Evaluation, view: UserView) -> dict[LegKey, lis
     settings = run.settings
     for key, leg in view.code_entry_legs.items():
         assert leg.release is not None and leg.entry is not None
-        final_at = leg.release.ts + settings.settle_ms
-        if not run.reached(final_at):
+        final_at = leg.release.ts + run.times.settle_ms
+        if not (run.reached(final_at) or key.cdr_id in run.issued):  # issued stays final
             run.wake_at(final_at)
             continue
         if leg.started is None:
             run.forget([key], f"call leg {key.cdr_id} has no call_started event")
             continue
-        target = target_of(view, leg, settings.correction_window_ms)  # a call with its root
+        target = target_of(view, leg, run.times.correction_window_ms)  # a call with its root
         if target is not None:
             received.setdefault(target, []).append(code_entry(leg.entry, "second_line", leg))
-        cdr_id = key.cdr_id
+        applied_to = None if target is None else target.cdr_id
+        inputs = (leg, applied_to)
+        if run.unchanged(key.cdr_id, inputs):
+            continue
         run.issue(build_code_entry_cdr(
-            settings, leg, None if target is None else target.cdr_id, run.next_version(cdr_id)
-        ))
+            settings, leg, applied_to, run.next_version(key.cdr_id)
+        ), inputs)
     return received
 
 
 def _call_entries(call: Call, received: list[CodeEntry]) -> list[CodeEntry]:
     own = [code_entry(leg.entry, "pre_dial", leg) for leg in call.legs if leg.entry is not None]
-    return sorted(own + received, key=lambda entry: (entry.entered_at, entry.entry_call_id))
+    if not own and len(received) <= 1:
+        return list(received)
+    return sorted(own + received, key=_entry_order)
 
 
-def _undecided(run: _Evaluation, facts: Mapping[LegKey, LegFacts]) -> list[LegFacts]:
+def _entry_order(entry: CodeEntry) -> tuple[Millis, str]:
+    return entry.entered_at, entry.entry_call_id
+
+
+def _undecided(
+    run: _Evaluation, facts: Mapping[LegKey, LegFacts], view: UserView
+) -> list[LegFacts]:
     """Legs that may yet add an entry to a call: those that may still become code-entry
     legs (or are, but are not final yet), as far as their events have surely arrived
     (ts + settle <= now). Events that may or may not have arrived yet are left out, so
-    that what a call waits for does not depend on the order events arrive in."""
-    arrived = run.watermark - run.settings.settle_ms
+    that what a call waits for does not depend on the order events arrive in.
+    (`view` is the view of `facts`: where every event has surely arrived, it is the one.)"""
+    arrived = run.watermark - run.times.settle_ms
+    if all(read.last_ts <= arrived for read in facts.values()):
+        return view.undecided
     known: dict[LegKey, LegFacts] = {}
     for key, read in facts.items():
         if read.last_ts <= arrived:
@@ -257,9 +367,9 @@ def _undecided(run: _Evaluation, facts: Mapping[LegKey, LegFacts]) -> list[LegFa
 
 def _next_arrived(run: _Evaluation, key: LegKey) -> Millis | None:
     """When the earliest event of a leg left out by `_undecided` counts as arrived."""
-    arrived = run.watermark - run.settings.settle_ms
+    arrived = run.watermark - run.times.settle_ms
     later = [event.ts for event in run.legs[key].events if event.ts > arrived]
-    return min(later) + run.settings.settle_ms if later else None
+    return min(later) + run.times.settle_ms if later else None
 
 
 def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFacts]) -> bool:
@@ -272,9 +382,8 @@ def _waits_for_second_line(run: _Evaluation, call: Call, open_legs: list[LegFact
     lines = [leg.key for leg in open_legs if leg.start_ts <= release and leg.key not in own]
     if not lines:
         return False
-    settings = run.settings
     limit = (
-        release + settings.settle_ms + HOLDBACK_DIGIT_TIMEOUTS * settings.digit_timeout_ms
+        release + run.times.settle_ms + HOLDBACK_DIGIT_TIMEOUTS * run.times.digit_timeout_ms
     )
     if run.reached(limit):
         return False
@@ -294,6 +403,9 @@ def _issue_calls(
 ) -> list[LegKey]:
     """Issue every call that is final; return the calls issued and current."""
     settings = run.settings
+    settle_ms = run.times.settle_ms
+    watermark = run.watermark
+    final = run.final
     current: list[LegKey] = []
     for key, call in view.calls.items():
         if call.root is None:
@@ -301,21 +413,25 @@ def _issue_calls(
             continue
         if not call.released:
             continue
-        final_at = call.release_time + settings.settle_ms
-        if not run.reached(final_at):
+        final_at = call.release_time + settle_ms
+        issued = key.cdr_id in run.issued  # once issued (by an idle flush), stays final
+        if not (final or final_at <= watermark or issued):
             run.wake_at(final_at)
             continue
         if call.root.started is None:
             reason = f"call leg {key.cdr_id} has no call_started event"
             run.forget([leg.key for leg in call.legs], reason)
             continue
-        if _waits_for_second_line(run, call, open_legs):
+        if not issued and _waits_for_second_line(run, call, open_legs):
             run.waiting = True
             continue
         entries = _call_entries(call, received.get(key, []))
-        version = run.next_version(key.cdr_id)
-        run.issue(build_call_cdr(settings, call.root, call.ring, entries, version))
         current.append(key)
+        inputs = (*entries, None, call.root, *call.ring)
+        if run.unchanged(key.cdr_id, inputs):
+            continue
+        version = run.next_version(key.cdr_id)
+        run.issue(build_call_cdr(settings, call.root, call.ring, entries, version), inputs)
     return current
 
 
@@ -328,7 +444,7 @@ def _unattached_ring_legs(run: _Evaluation, parent: LegKey, call: Call) -> None:
     for leg in call.ring:
         if leg.release is None:
             continue
-        final_at = leg.release.ts + run.settings.settle_ms
+        final_at = leg.release.ts + run.times.settle_ms
         if run.reached(final_at):
             run.forget([leg.key], reason)
         else:
@@ -339,8 +455,7 @@ def _evict(
     run: _Evaluation, view: UserView, current: list[LegKey], pending: list[LegFacts]
 ) -> None:
     """Drop calls that can no longer change (rule C8, bounded state)."""
-    settings = run.settings
-    window = settings.correction_window_ms
+    window = run.times.correction_window_ms
     applied_to: dict[str, list[LegKey]] = {}
     for key in view.code_entry_legs:
         issued = run.issued.get(key.cdr_id)
@@ -350,34 +465,50 @@ def _evict(
             run.forget([key])  # an orphan is final once issued
         else:
             applied_to.setdefault(issued.applied_to_cdr_id, []).append(key)
+    settle_ms = run.times.settle_ms
+    watermark = run.watermark
+    final = run.final
     for key in current:
         call = view.calls[key]
         release = call.release_time
-        leaves_at = release + settings.settle_ms + window
-        if not run.reached(leaves_at):
+        leaves_at = release + settle_ms + window
+        if not (final or leaves_at <= watermark):
             run.wake_at(leaves_at)
             continue
-        if not run.final and any(leg.start_ts <= release + window for leg in pending):
+        if not final and pending and any(leg.start_ts <= release + window for leg in pending):
             continue  # looked at again when that leg is decided
         run.forget([leg.key for leg in call.legs] + applied_to.get(key.cdr_id, []))
 
 
+def _expire_tombstones(state: UserState, watermark: Millis, final: bool) -> UserState:
+    """`evaluate_user` for a user with nothing in memory but tombstones."""
+    tombstones = dict(state.tombstones)
+    if not final:
+        tombstones = {key: t for key, t in tombstones.items() if t.expires > watermark}
+    later = [t.expires for t in tombstones.values() if t.expires > watermark]
+    return UserState({}, {}, tombstones, min(later) if later else None, False)
+
+
 def evaluate_user(
     state: UserState, watermark: Millis, settings: Settings, final: bool = False,
-    evict: bool = True,
+    evict: bool = True, *, memo: Memo | None = None,
 ) -> tuple[UserState, list[Output]]:
     """Issue what event time `watermark` has made final for one user, and forget what can
     no longer change. `watermark` is the event time to look at the user as of (the engine
     uses the user's due time): every event with ts + settle <= it must have been added.
     With `final` (end of input) every open leg is closed and every call issued. Without
-    `evict` nothing is forgotten: the user stays due at the time it would have been."""
-    run = _Evaluation(state, watermark, settings, final)
-    for key, tombstone in list(run.tombstones.items()):
-        if run.reached(tombstone.expires) and not final:
-            del run.tombstones[key]
+    `evict` nothing is forgotten: the user stays due at the time it would have been.
+    `memo` (an engine's) spares reading again what has not changed."""
+    if not (state.legs or state.issued):
+        return _expire_tombstones(state, watermark, final), []
+    run = _Evaluation(state, watermark, settings, final, Memo() if memo is None else memo)
+    tombstones = run.tombstones
+    if tombstones and not final:
+        for key in [key for key, t in tombstones.items() if t.expires <= watermark]:
+            del tombstones[key]
     facts = _clean_and_close(run)
     view = view_user(facts)
-    undecided = _undecided(run, facts)
+    undecided = _undecided(run, facts, view)
     received = _issue_code_entry_legs(run, view)
     current = _issue_calls(run, view, received, undecided)
     if evict:
@@ -385,10 +516,11 @@ def evaluate_user(
         return run.state(), run.outputs
     after = run.state()
     leaves = [
-        view.calls[key].release_time + settings.settle_ms + settings.correction_window_ms
+        view.calls[key].release_time + run.times.settle_ms + run.times.correction_window_ms
         for key in current
     ]
-    return UserState(after.legs, after.issued, after.tombstones, _min(after.due, min(leaves, default=None)), after.waiting), run.outputs
+    due = _min(after.due, min(leaves, default=None))
+    return UserState(after.legs, after.issued, after.tombstones, due, after.waiting), run.outputs
 
 
 class Engine:
@@ -404,6 +536,8 @@ class Engine:
         self.watermark: Millis | None = None
         self._schedule: list[tuple[Millis, str]] = []
         self.changed: set[str] = set()
+        self._memo = Memo()
+        self._times = _times(settings)
         for user_id, state in self.users.items():
             if state.due is not None:
                 self._schedule.append((state.due, user_id))
@@ -418,24 +552,34 @@ class Engine:
                 heapq.heappush(self._schedule, (after.due, user_id))
         self.changed.add(user_id)
 
-    def feed(self, event: Event, origin: Origin | None = None, advance: bool = True) -> list[Output]:
+    def feed(
+        self, event: Event, origin: Origin | None = None, advance: bool = True
+    ) -> list[Output]:
         """Add one event. With `advance` (file mode) event time moves on to the largest ts
         seen; without it, event time stays where the caller's `advance` put it (the worker,
         which keeps it behind the slower of its two topics)."""
-        if advance:
-            watermark = event.ts if self.watermark is None else max(self.watermark, event.ts)
-        else:
-            watermark = event.ts if self.watermark is None else self.watermark
-        before = self.users.get(event.user_id)
-        after, letter = apply_event(before or EMPTY_USER, event, origin, watermark, self.settings)
+        current = self.watermark
+        ahead = current is None or (advance and event.ts > current)
+        watermark = event.ts if ahead or current is None else current
+        user_id = event.user_id
+        before = self.users.get(user_id)
+        after, letter = apply_event(
+            before or EMPTY_USER, event, origin, watermark, self.settings, times=self._times
+        )
         outputs: list[Output] = [] if letter is None else [letter]
-        if after is not before:
-            self._store(event.user_id, before, after)
-        if not advance and self.watermark is None:
+        if after is not before:  # never empty: it holds the event's leg
+            self.users[user_id] = after
+            if after.due is not None and (before is None or after.due != before.due):
+                heapq.heappush(self._schedule, (after.due, user_id))
+            self.changed.add(user_id)
+        if not advance and current is None:
             return outputs
-        if watermark != self.watermark or (after.due is not None and after.due <= watermark):
+        due = after.due
+        if watermark != current or (due is not None and due <= watermark):
             self.watermark = watermark
-            outputs.extend(self._run_due())
+            schedule = self._schedule
+            if schedule and schedule[0][0] <= watermark:
+                outputs.extend(self._run_due())
         return outputs
 
     def advance(self, watermark: Millis) -> list[Output]:
@@ -445,17 +589,32 @@ class Engine:
         self.watermark = watermark
         return self._run_due()
 
-    def flush_idle(self, until: Millis) -> list[Output]:
-        """The worker's idle flush: issue what would be final at event time `until`,
-        without moving event time and without forgetting anything. If events come after
-        all (a paused feed), they are taken as usual against the real event time, and
-        calls are forgotten only by real event time."""
+    def idle_horizon(self) -> Millis | None:
+        """How far an idle flush looks ahead of event time: far enough to issue every
+        call released so far (settle time, and a held call's wait for a second line)."""
+        if self.watermark is None:
+            return None
+        settings = self.settings
+        return (
+            self.watermark + 2 * settings.settle_ms
+            + HOLDBACK_DIGIT_TIMEOUTS * settings.digit_timeout_ms
+        )
+
+    def flush_idle(self) -> list[Output]:
+        """The worker's idle flush (SPEC C8): issue every call released so far, as if
+        event time had run on to `idle_horizon`, without moving event time and without
+        forgetting anything. If events come after all (a paused feed), they are taken as
+        usual against the real event time; what was issued stays issued, and calls are
+        forgotten only by real event time."""
+        until = self.idle_horizon()
+        if until is None:
+            return []
         outputs: list[Output] = []
         for user_id in sorted({user_id for due, user_id in self._schedule if due <= until}):
             state = self.users.get(user_id)
             if state is None or state.due is None or state.due > until:
                 continue
-            after, issued = evaluate_user(state, until, self.settings, evict=False)
+            after, issued = evaluate_user(state, until, self.settings, evict=False, memo=self._memo)
             self._store(user_id, state, after)
             outputs.extend(issued)
         return outputs
@@ -473,7 +632,7 @@ class Engine:
             # as of the due time, not of the watermark: what is issued then must not depend
             # on how far event time happened to jump (other users' traffic, partitioning,
             # arrival order)
-            after, issued = evaluate_user(state, state.due, self.settings)
+            after, issued = evaluate_user(state, state.due, self.settings, memo=self._memo)
             self._store(user_id, state, after)
             outputs.extend(issued)
         return outputs
@@ -496,10 +655,13 @@ class Engine:
         watermark = self.watermark or 0
         for user_id in sorted(self.users):
             state = self.users[user_id]
-            after, issued = evaluate_user(state, watermark, self.settings, final=True)
+            after, issued = evaluate_user(
+                state, watermark, self.settings, final=True, memo=self._memo
+            )
             outputs.extend(issued)
             self._store(user_id, state, UserState({}, {}, after.tombstones))
         self._schedule.clear()
+        self._memo.clear()
         return outputs
 
     def take_changed(self) -> dict[str, UserState | None]:

@@ -16,7 +16,7 @@ from streams.settings import Settings
 class ProcessStats:
     events: int
     cdrs: int
-    calls: int
+    calls: int  # records: CDRs issued as version 1 (one per cdr_id, call ids being unique)
     dead_letters: int
     dead_letter_path: Path
 
@@ -35,14 +35,15 @@ def process_file(
     engine = Engine(settings)
     letters_path = dead_letter_path(output_path)
     events = 0
-    cdr_ids: set[str] = set()
+    records = 0  # first versions: memory stays flat however long the input is
     with CdrWriter(output_path, fmt) as cdrs, DeadLetterWriter(letters_path) as letters:
 
         def emit(outputs: list[Output]) -> None:
+            nonlocal records
             for item in outputs:
                 if isinstance(item, Cdr):
                     cdrs.write(item)
-                    cdr_ids.add(item.cdr_id)
+                    records += item.version == 1
                 else:
                     letters.write(item)
 
@@ -56,4 +57,4 @@ def process_file(
                 if outputs:
                     emit(outputs)
         emit(engine.finish())
-    return ProcessStats(events, cdrs.count, len(cdr_ids), letters.count, letters_path)
+    return ProcessStats(events, cdrs.count, records, letters.count, letters_path)

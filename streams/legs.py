@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from operator import attrgetter
+from typing import Final, NamedTuple
 
 from streams import events as ev
 from streams.deadletter import Origin
 from streams.dialing import EntryAttempt, Keyed, is_fac_prefix, parse_entry
-from streams.events import Event, LegKey
+from streams.events import (
+    CALL_ANSWERED,
+    CALL_DIALED,
+    CALL_HELD,
+    CALL_RELEASED,
+    CALL_RETRIEVED,
+    CALL_STARTED,
+    DTMF,
+    Event,
+    LegKey,
+)
 from streams.settings import Settings
 from streams.timefmt import Millis
 
@@ -28,10 +39,10 @@ class Leg(NamedTuple):
     closed: bool = False
 
     def has_event(self, event: Event) -> bool:
-        return any(seen.event_id == event.event_id for seen in self.events)
+        return event.event_id in map(_event_id, self.events)
 
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
-        return Leg(self.key, (*self.events, event), (*self.origins, origin), self.closed)
+        return _new(Leg, (self.key, (*self.events, event), (*self.origins, origin), self.closed))
 
     def as_of(self, moment: Millis) -> Leg | None:
         """The leg as far as event time `moment` (its events with ts <= moment), or None
@@ -52,6 +63,10 @@ class Leg(NamedTuple):
         for event in self.events:
             mask |= 1 << event.seq
         return mask
+
+
+_new = tuple.__new__
+_event_id = attrgetter("event_id")
 
 
 class Hold(NamedTuple):
@@ -85,6 +100,8 @@ class LegFacts:
     holds: tuple[Hold, ...]
     entry: EntryAttempt | None
     may_become_entry: bool  # the dialing digits so far are empty or a FAC prefix
+    ring_parent: LegKey | None  # see `parent`
+    kind: str | None  # CODE_ENTRY_LEG, UNDECIDED_LEG or None, see the properties
 
     @property
     def start_ts(self) -> Millis:
@@ -101,37 +118,48 @@ class LegFacts:
     @property
     def parent(self) -> LegKey | None:
         """The call this leg rings for, where it is a Simultaneous Ring leg (rule C7)."""
-        started = self.started
-        if (
-            started is not None
-            and started.related_reason == ev.SIMULTANEOUS_RING
-            and started.related_call_id
-        ):
-            return LegKey(self.key.switch_id, started.related_call_id)
-        return None
+        return self.ring_parent
 
     @property
     def is_code_entry_leg(self) -> bool:
         """Rule C2: an entry, then released without a dial (and never answered)."""
-        return (
-            self.entry is not None
-            and self.release is not None
-            and self.dialed is None
-            and self.answer_ts is None
-            and self.parent is None
-        )
+        return self.kind == CODE_ENTRY_LEG
 
     @property
     def may_become_code_entry_leg(self) -> bool:
         """Still open, and its digits so far could make it a code-entry leg."""
-        return (
-            self.release is None
-            and self.dialed is None
-            and self.answer_ts is None
-            and self.direction != "inbound"
-            and self.parent is None
-            and (self.entry is not None or self.may_become_entry)
-        )
+        return self.kind == UNDECIDED_LEG
+
+
+CODE_ENTRY_LEG: Final = "code_entry"
+UNDECIDED_LEG: Final = "undecided"
+
+
+def _ring_parent(key: LegKey, started: Event | None) -> LegKey | None:
+    if (
+        started is not None
+        and started.related_reason == ev.SIMULTANEOUS_RING
+        and started.related_call_id
+    ):
+        return LegKey(key.switch_id, started.related_call_id)
+    return None
+
+
+def _kind(
+    *,
+    started: Event | None, dialed: Event | None, answer_ts: Millis | None,
+    release: Event | None, entry: EntryAttempt | None, may_become_entry: bool,
+    parent: LegKey | None,
+) -> str | None:
+    """Which of the two properties above holds (they never both do), read once."""
+    if dialed is not None or answer_ts is not None or parent is not None:
+        return None
+    if release is not None:
+        return CODE_ENTRY_LEG if entry is not None else None  # rule C2
+    direction = None if started is None else started.direction
+    if direction != "inbound" and (entry is not None or may_become_entry):
+        return UNDECIDED_LEG
+    return None
 
 
 def _synthetic_release(last: Event) -> Event:
@@ -146,6 +174,8 @@ def split_rejected(leg: Leg) -> tuple[Leg, tuple[Rejected, ...]]:
     type, two events with one seq, and events ordered after the leg's release. The
     earliest by seq is kept, so the outcome does not depend on arrival order."""
     events = leg.events
+    if _in_order_and_clean(events):
+        return leg, ()
     order = sorted(range(len(events)), key=lambda i: (events[i].seq, events[i].event_id))
     kept: list[int] = []
     rejected: list[Rejected] = []
@@ -177,34 +207,67 @@ def split_rejected(leg: Leg) -> tuple[Leg, tuple[Rejected, ...]]:
     return cleaned, tuple(rejected)
 
 
+def _in_order_and_clean(events: tuple[Event, ...]) -> bool:
+    """True where `events` are in strictly increasing seq order, no once-per-leg type
+    repeats and nothing follows a release: then `split_rejected` has nothing to take out."""
+    last_seq = -1
+    seen_types: set[str] = set()
+    released = False
+    for event in events:
+        kind = event.type
+        if released or event.seq <= last_seq or kind in seen_types:
+            return False
+        last_seq = event.seq
+        if kind in _UNIQUE_TYPES:
+            seen_types.add(kind)
+            released = kind == CALL_RELEASED
+    return True
+
+
+def _seq_of(event: Event) -> int:
+    return event.seq
+
+
 def leg_facts(leg: Leg, settings: Settings) -> LegFacts:
     """Read the facts of a leg whose events have passed `split_rejected`."""
-    ordered = sorted(leg.events, key=lambda event: event.seq)
+    ordered = leg.events
+    last_seq = -1
+    for event in ordered:
+        if event.seq < last_seq:
+            ordered = tuple(sorted(ordered, key=_seq_of))  # stable, as sorted() always was
+            break
+        last_seq = event.seq
     started = dialed = release = None
     answer_ts = None
     holds: list[Hold] = []
     held_since: Millis | None = None
     digits: list[Keyed] = []
     dialing = True  # dtmf before the dial, answer or release are dialing digits
+    first_ts = last_ts = ordered[0].ts
     for event in ordered:
+        ts = event.ts
+        if ts < first_ts:
+            first_ts = ts
+        elif ts > last_ts:
+            last_ts = ts
         kind = event.type
-        if kind == ev.DTMF:
+        if kind == DTMF:
             if dialing:
-                digits.append(Keyed(event.digit or "", event.ts))
-        elif kind == ev.CALL_STARTED:
+                digits.append(_new(Keyed, (event.digit or "", ts)))
+        elif kind == CALL_STARTED:
             started = event
-        elif kind == ev.CALL_DIALED:
+        elif kind == CALL_DIALED:
             dialed, dialing = event, False
-        elif kind == ev.CALL_ANSWERED:
+        elif kind == CALL_ANSWERED:
             answer_ts, dialing = event.ts, False
-        elif kind == ev.CALL_HELD:
+        elif kind == CALL_HELD:
             if held_since is None:
                 held_since = event.ts
-        elif kind == ev.CALL_RETRIEVED:
+        elif kind == CALL_RETRIEVED:
             if held_since is not None:
                 holds.append(Hold(held_since, event.ts))
                 held_since = None
-        elif kind == ev.CALL_RELEASED:
+        elif kind == CALL_RELEASED:
             release, dialing = event, False
     if release is None and leg.closed:
         release = _synthetic_release(ordered[-1])
@@ -214,21 +277,22 @@ def leg_facts(leg: Leg, settings: Settings) -> LegFacts:
     # read as outbound, so that it counts as a possible code-entry leg until it arrives.
     outbound = started is None or started.direction == "outbound"
     fac = settings.feature_access_code
-    policy = settings.policy(ordered[0].group_id)
-    timeout = settings.digit_timeout_ms
-    entry = parse_entry(digits, fac, policy.code_digits, timeout) if outbound else None
     first = ordered[0]
+    if outbound and digits:
+        policy = settings.policy(first.group_id)
+        timeout = settings.digit_timeout_ms
+        entry = parse_entry(digits, fac, policy.code_digits, timeout)
+    else:
+        entry = None
+    may_become_entry = entry is None and is_fac_prefix(digits, fac)
+    key = leg.key
+    parent = _ring_parent(key, started)
     return LegFacts(
-        key=leg.key,
-        user_id=first.user_id,
-        group_id=started.group_id if started is not None else first.group_id,
-        started=started,
-        first_ts=min(event.ts for event in ordered),
-        last_ts=max(event.ts for event in ordered),
-        dialed=dialed,
-        answer_ts=answer_ts,
-        release=release,
-        holds=tuple(holds),
-        entry=entry,
-        may_become_entry=entry is None and is_fac_prefix(digits, fac),
+        key, first.user_id, started.group_id if started is not None else first.group_id,
+        started, first_ts, last_ts, dialed, answer_ts, release, tuple(holds), entry,
+        may_become_entry, parent,
+        _kind(
+            started=started, dialed=dialed, answer_ts=answer_ts, release=release, entry=entry,
+            may_become_entry=may_become_entry, parent=parent,
+        ),
     )

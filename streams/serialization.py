@@ -15,7 +15,7 @@ import struct
 from collections.abc import Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, cast
 
 import fastavro
 import orjson
@@ -128,7 +128,8 @@ def _decode_or_letter(raw: Any, origin: Origin, text: bytes | str | None) -> Eve
         else:
             payload = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
         event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
-        return DeadLetter(error.reason, origin, payload, event_id if isinstance(event_id, str) else None)
+        known_id = event_id if isinstance(event_id, str) else None
+        return DeadLetter(error.reason, origin, payload, known_id)
 
 
 def _jsonable(value: Any) -> Any:
@@ -166,10 +167,20 @@ def read_events(path: str | Path) -> Iterator[tuple[Event | DeadLetter, Origin]]
                 origin = Origin(name, None, number)
                 yield _decode_or_letter(record, origin, None), origin
             return
+        loads = orjson.loads
+        new = tuple.__new__
         for number, line in enumerate(handle, start=1):
-            if line.strip():
-                origin = Origin(name, None, number)
-                yield decode_json_event(line, origin), origin
+            origin = new(Origin, (name, None, number))
+            try:
+                raw = loads(line)
+            except orjson.JSONDecodeError:
+                if line.strip():  # blank lines are skipped
+                    yield decode_json_event(line, origin), origin
+                continue
+            try:
+                yield decode_event(raw), origin
+            except EventDecodeError:
+                yield _decode_or_letter(raw, origin, line), origin
 
 
 def write_events(path: str | Path, events: Iterable[Event], lines: Iterable[bytes] = ()) -> int:
@@ -219,7 +230,7 @@ def _millis(value: Any) -> Millis | None:
         return value
     if isinstance(value, str):
         return parse_iso(value)
-    return round(value.timestamp() * 1000)
+    return round(float(value.timestamp()) * 1000)
 
 
 def cdr_from_dict(raw: Mapping[str, Any]) -> Cdr:
@@ -236,7 +247,10 @@ def cdr_from_dict(raw: Mapping[str, Any]) -> Cdr:
             values[name] = _millis(values[name])
         values["answer_time"] = _millis(values["answer_time"])
         values["account_code_entries"] = tuple(
-            CodeEntry(e["code"], e["complete"], e["via"], e["entry_call_id"], _millis(e["entered_at"]))  # type: ignore[arg-type]
+            CodeEntry(
+                e["code"], e["complete"], e["via"], e["entry_call_id"],
+                _millis(e["entered_at"]),  # type: ignore[arg-type]
+            )
             for e in entries
         )
         values["legs"] = tuple(
@@ -288,7 +302,7 @@ def read_cdrs(path: str | Path) -> Iterator[Cdr]:
     with handle:
         if is_avro_path(path):
             for record in fastavro.reader(handle):
-                yield cdr_from_dict(record)
+                yield cdr_from_dict(cast("Mapping[str, Any]", record))
         elif name.endswith(".csv"):
             with io.TextIOWrapper(handle, "utf-8", newline="") as text:
                 for row in csv.DictReader(text):
@@ -333,7 +347,7 @@ class CdrWriter:
         self.format = fmt
         self.count = 0
         self._handle: IO[bytes] = open(self.path, "wb")
-        self._text: IO[str] | None = None
+        self._text: io.TextIOWrapper | None = None
         self._csv: Any = None
         self._avro: Any = None
         if fmt == "csv":
@@ -350,7 +364,7 @@ class CdrWriter:
         elif self._avro is not None:
             self._avro.write(cdr_to_avro(cdr))
         else:
-            self._handle.write(orjson.dumps(cdr.to_json_dict()) + b"\n")
+            self._handle.write(orjson.dumps(cdr.to_json_dict(), option=orjson.OPT_APPEND_NEWLINE))
 
     def close(self) -> None:
         if self._avro is not None:
@@ -466,7 +480,10 @@ def encode_dead_letter_message(letter: DeadLetter, encoding: str) -> bytes:
     if encoding == "json":
         return orjson.dumps(letter.to_json_dict())
     origin = letter.origin
-    payload = letter.payload if isinstance(letter.payload, str) else orjson.dumps(letter.payload).decode()
+    payload = (
+        letter.payload if isinstance(letter.payload, str)
+        else orjson.dumps(letter.payload).decode()
+    )
     return encode_single_object(DEAD_LETTER_SCHEMA, {
         "reason": letter.reason,
         "source": None if origin is None else origin.source,

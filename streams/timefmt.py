@@ -9,6 +9,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 Millis = int
 
 
+_MINUTE_MS = 60_000
+_CACHE_LIMIT = 4096  # minutes (CDRs come roughly in time order: a few suffice)
+_minute_text: dict[int, str] = {}
+
+
 def parse_iso(text: str) -> Millis:
     """`2026-11-24T14:03:07.250Z` (any offset accepted) to epoch milliseconds.
 
@@ -22,6 +27,21 @@ def parse_iso(text: str) -> Millis:
 
 def format_iso(ms: Millis) -> str:
     """Epoch milliseconds to `YYYY-MM-DDTHH:MM:SS.mmmZ`."""
+    minute, rest = divmod(ms, _MINUTE_MS)
+    prefix = _minute_text.get(minute)
+    if prefix is None:
+        if not 0 <= ms < _YEAR_10000_MS:
+            return _format_iso(ms)
+        if len(_minute_text) >= _CACHE_LIMIT:
+            _minute_text.clear()
+        prefix = _minute_text[minute] = _format_iso(minute * _MINUTE_MS)[:17]
+    return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"
+
+
+_YEAR_10000_MS = 253_402_300_800_000
+
+
+def _format_iso(ms: Millis) -> str:
     moment = datetime.fromtimestamp(ms / 1000, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
 

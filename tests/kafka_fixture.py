@@ -48,16 +48,16 @@ LOCAL_START_TIMEOUT_S = 900
 
 def _kafka_container_class() -> Any:
     try:  # testcontainers >= 4.13 moved it; the old path still works but warns
-        from testcontainers.community.kafka import KafkaContainer  # noqa: PLC0415
+        from testcontainers.community.kafka import KafkaContainer
     except ImportError:
-        from testcontainers.kafka import KafkaContainer  # noqa: PLC0415
+        from testcontainers.kafka import KafkaContainer
     return KafkaContainer
 
 
 def _docker_reachable() -> bool:
     """True if the testcontainers Kafka module is importable and a Docker engine answers."""
     try:
-        import docker  # noqa: PLC0415
+        import docker
 
         _kafka_container_class()
     except Exception:

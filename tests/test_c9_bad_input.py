@@ -11,6 +11,8 @@ import pytest
 
 from streams.cli import main
 from streams.engine import Engine
+from streams.errors import EventDecodeError
+from streams.events import decode_event
 from streams.serialization import latest_versions, read_cdrs
 from tests.builders import LegScript, at, events_of, feed_all, run, settings
 
@@ -250,3 +252,20 @@ def test_timestamps_with_an_offset_are_accepted(tmp_path: Path) -> None:
     output, letters = process(tmp_path, lines)
     assert letters == []
     assert latest_versions(read_cdrs(output))["sw1:y1"].answer_time == at(102)
+
+
+@pytest.mark.parametrize(
+    "field", ["type", "digit", "direction", "call_category", "releasing_party"]
+)
+@pytest.mark.parametrize("value", [[], {}, ["dtmf"]])
+def test_a_list_or_object_where_a_word_belongs_is_a_dead_letter(field: str, value: object) -> None:
+    kinds = {"digit": "dtmf", "direction": "call_started", "call_category": "call_dialed",
+             "releasing_party": "call_released"}
+    raw = {
+        "event_id": "e1", "type": kinds.get(field, "dtmf"), "ts": "2026-11-24T14:00:00.000Z",
+        "switch_id": "sw1", "user_id": "u@x", "group_id": "g", "call_id": "c1", "seq": 0,
+        "digit": "1", "direction": "outbound", "called_number": "+1", "call_category": "local",
+        "cause": "normal", "releasing_party": "local", field: value,
+    }
+    with pytest.raises(EventDecodeError, match=field if field != "type" else "unknown event type"):
+        decode_event(raw)

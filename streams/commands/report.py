@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         for path in write_csv(report, args.csv):
             say(f"wrote {path}")
     if args.chart:
-        from streams.charts import write_chart  # noqa: PLC0415  (keeps startup light)
+        from streams.charts import write_chart
 
         say(f"wrote {write_chart(report, args.chart)}")
     return 0
