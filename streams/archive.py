@@ -65,6 +65,7 @@ ARCHIVE_SCHEMA = "cdrstream.ArchivedEvent"
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".archive.lock"
 CODEC = "deflate"
+EVENT_BODY = "cdrstream.archive.ArchivedEventBody"
 
 
 def utc_day(ms: Millis) -> str:
@@ -316,7 +317,8 @@ class _DayWriter:
         self.writer.write({
             "topic": record.topic, "partition": record.partition, "offset": record.offset,
             "timestamp": record.timestamp, "key": record.key,
-            "event": None if event is None else event._asdict(),
+            # (branch, value): the union's branch named, so the writer need not find it
+            "event": None if event is None else (EVENT_BODY, event._asdict()),
             "raw": None if event is not None else record.value,
         })
         if not self.records:

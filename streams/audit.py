@@ -20,11 +20,9 @@ import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-import fastavro
 import orjson
 
 from streams.cdr import CDR_FIELDS, Cdr
@@ -32,20 +30,13 @@ from streams.errors import AuditError, SerializationError
 from streams.replay import (
     ReplayResult,
     ReplaySource,
-    _without_logical_types,
-    read_schemaless,
     read_topic,
     run_replay,
 )
 from streams.serialization import (
-    CDR_SCHEMA,
-    SINGLE_OBJECT_MARKER,
-    cdr_from_dict,
     decode_cdr_message,
     latest_versions,
     read_cdrs,
-    schema_dir,
-    schema_fingerprint,
 )
 from streams.settings import Settings
 from streams.timefmt import Millis, format_iso
@@ -66,23 +57,6 @@ EXPLANATIONS = {
 
 
 # ---------------------------------------------------------------- the published side
-
-
-@cache
-def _plain_cdr_schema() -> Any:
-    document = orjson.loads((schema_dir() / f"{CDR_SCHEMA}.avsc").read_bytes())
-    return fastavro.parse_schema(_without_logical_types(document), named_schemas={})
-
-
-def decode_cdr_fast(data: bytes) -> Cdr:
-    """`decode_cdr_message`, reading Avro timestamps as epoch milliseconds directly;
-    anything unusual goes to `decode_cdr_message` itself (same result or error)."""
-    if data[:2] == SINGLE_OBJECT_MARKER and data[2:10] == schema_fingerprint(CDR_SCHEMA):
-        try:
-            return cdr_from_dict(read_schemaless(data[10:], _plain_cdr_schema()))
-        except Exception:  # the canonical decoder says what is wrong
-            pass
-    return decode_cdr_message(data)
 
 
 @dataclass(slots=True)
@@ -128,7 +102,7 @@ def read_published_topic(settings: Settings) -> Published:
                 current.pop(key, None)
             continue
         try:
-            cdr = decode_cdr_fast(record.value)
+            cdr = decode_cdr_message(record.value)
         except SerializationError as error:
             unreadable.append(Unreadable(topic, record.partition, record.offset, key, str(error)))
             continue

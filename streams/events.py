@@ -118,7 +118,7 @@ def _choice(raw: Mapping[str, Any], name: str, allowed: frozenset[str]) -> str:
     value = raw.get(name)
     if type(value) is not str or value not in allowed:
         raise EventDecodeError(f"field {name!r} must be one of {sorted(allowed)}, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def _timestamp(value: Any) -> Millis:

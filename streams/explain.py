@@ -18,7 +18,8 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, TypeVar
 
 from streams import cdr as c
 from streams import events as ev
@@ -31,6 +32,7 @@ from streams.engine import Engine
 from streams.errors import AuditError
 from streams.events import Event, LegKey
 from streams.legs import Leg, LegFacts, leg_facts, split_rejected
+from streams.progress import Progress
 from streams.replay import (
     EventDecoder,
     PartitionTask,
@@ -43,6 +45,7 @@ from streams.serialization import read_events
 from streams.settings import Settings
 from streams.timefmt import Millis, format_iso
 
+T = TypeVar("T")
 END_OF_INPUT = "the end of the replayed events (like file mode, a replay issues what is still open)"
 
 
@@ -60,7 +63,9 @@ def _matches(event: Event, cdr_id: str) -> bool:
     return event.leg.cdr_id == cdr_id
 
 
-def find_user(settings: Settings, source: ReplaySource, cdr_id: str) -> tuple[str, int | None]:
+def find_user(
+    settings: Settings, source: ReplaySource, cdr_id: str, progress: bool | None = None
+) -> tuple[str, int | None]:
     """(user_id, partition) of the leg `cdr_id`; partition None for event files."""
     _switch, call_id = _leg_of(cdr_id)
     if source.inputs:
@@ -71,8 +76,9 @@ def find_user(settings: Settings, source: ReplaySource, cdr_id: str) -> tuple[st
         raise AuditError(f"no event of leg {cdr_id} in {', '.join(source.inputs)}")
     needle = call_id.encode()
     decode = EventDecoder().decode
-    for task in plan_replay(settings, source).tasks:
-        for record in raw_records(task):
+    plan = plan_replay(settings, source)
+    with Progress("finding the call", plan.estimated_records, enabled=progress) as bar:
+        for record in _counted(chain.from_iterable(raw_records(t) for t in plan.tasks), bar):
             event = record.event
             if event is None:
                 if record.value is None or needle not in record.value:
@@ -82,7 +88,7 @@ def find_user(settings: Settings, source: ReplaySource, cdr_id: str) -> tuple[st
                     continue
                 event = item
             if _matches(event, cdr_id):
-                return event.user_id, task.partition
+                return event.user_id, record.partition
     raise AuditError(f"no event of leg {cdr_id} in {source.describe()}")
 
 
@@ -118,8 +124,15 @@ class Trace:
     other_cdrs: dict[str, Cdr] = field(default_factory=dict)  # the user's other CDRs, latest
 
 
-def _items(settings: Settings, source: ReplaySource, partition: int | None
-           ) -> Iterator[tuple[Event | DeadLetter, Origin | None, str]]:
+def _counted(items: Iterable[T], bar: Progress) -> Iterator[T]:
+    for number, item in enumerate(items, 1):
+        if number % 8192 == 0:
+            bar.update(number)
+        yield item
+
+
+def _items(settings: Settings, source: ReplaySource, partition: int | None,
+           progress: bool | None) -> Iterator[tuple[Event | DeadLetter, Origin | None, str]]:
     if partition is None:
         for path in source.inputs:
             for item, origin in read_events(path):
@@ -127,12 +140,14 @@ def _items(settings: Settings, source: ReplaySource, partition: int | None
         return
     plan = plan_replay(settings, source)
     task: PartitionTask = plan.tasks[partition]
-    for _record, item, origin in partition_items(task):
-        yield item, origin, describe_origin(origin)
+    with Progress(f"partition {partition}", task.estimated_records, enabled=progress) as bar:
+        for _record, item, origin in _counted(partition_items(task), bar):
+            yield item, origin, describe_origin(origin)
 
 
 def follow_user(
-    settings: Settings, source: ReplaySource, cdr_id: str, user_id: str, partition: int | None
+    settings: Settings, source: ReplaySource, cdr_id: str, user_id: str, partition: int | None,
+    *, progress: bool | None = None,
 ) -> Trace:
     """Replay the user's partition with an engine of that user alone (see module doc)."""
     trace = Trace(user_id, partition)
@@ -150,7 +165,7 @@ def follow_user(
             else:
                 trace.other_cdrs[output.cdr_id] = output
 
-    for item, origin, where in _items(settings, source, partition):
+    for item, origin, where in _items(settings, source, partition, progress):
         if not isinstance(item, Event):
             continue
         if item.user_id == user_id:
@@ -317,9 +332,12 @@ def _legs_until(trace: Trace, count: int) -> dict[LegKey, Leg]:
 
 def _facts(settings: Settings, legs: dict[LegKey, Leg], watermark: Millis, final: bool
            ) -> dict[LegKey, LegFacts]:
+    """The facts of each leg as the engine reads them; `legs` are replaced by the legs
+    without the events that break the contract (as the engine drops them)."""
     facts = {}
-    for key, raw in legs.items():
+    for key, raw in list(legs.items()):
         leg, _rejected = split_rejected(raw)
+        legs[key] = leg
         read = leg_facts(leg, settings)
         if read.release is None and (final or read.start_ts + settings.max_call_ms <= watermark):
             read = leg_facts(leg._replace(closed=True), settings)  # closed, rule C8
@@ -359,7 +377,8 @@ def _entry_text(settings: Settings, leg: Leg, facts: LegFacts) -> str:
     if attempt is None:
         text += f"; they do not begin with the feature access code {fac}, so no entry"
     else:
-        assert check == attempt, "explain disagrees with leg_facts about the entry"
+        if check != attempt:  # the digits shown are not those the engine read: say so
+            text += " (as listed here; the engine read the entry below from them)"
         if attempt.complete:
             text += (f"; {fac} then {policy.code_digits} code digits: code {attempt.code}, "
                      f"entered at {format_iso(attempt.entered_at)}")
@@ -471,14 +490,15 @@ def _on_hold(call: Call, at: Millis) -> bool:
     )
 
 
-def explain(settings: Settings, source: ReplaySource, cdr_id: str, user_id: str | None = None
-            ) -> Explanation:
-    """Everything about one CDR (see the module docstring)."""
+def explain(settings: Settings, source: ReplaySource, cdr_id: str, user_id: str | None = None,
+            progress: bool | None = None) -> Explanation:
+    """Everything about one CDR (see the module docstring). `progress`: None shows it
+    where stderr is a terminal."""
     if user_id is None:
-        user_id, partition = find_user(settings, source, cdr_id)
+        user_id, partition = find_user(settings, source, cdr_id, progress)
     else:
         partition = None if source.inputs else _partition_of_user(settings, source, user_id)
-    trace = follow_user(settings, source, cdr_id, user_id, partition)
+    trace = follow_user(settings, source, cdr_id, user_id, partition, progress=progress)
     if not trace.issues:
         letters = [s for s in trace.seen if s.event.leg.cdr_id == cdr_id and s.dead_letter]
         why = f": its events went to the dead letters ({letters[0].dead_letter})" if letters else ""
@@ -492,6 +512,13 @@ def explain(settings: Settings, source: ReplaySource, cdr_id: str, user_id: str 
     decisions: list[Decision] = []
     relevant: dict[LegKey, str] = {}
     cdr = final.cdr
+    if (key not in view.code_entry_legs) if cdr.record_type == c.CODE_ENTRY else (
+        key not in view.calls or view.calls[key].root is None
+    ):
+        raise AuditError(
+            f"cannot read the decisions of {cdr_id} back from its events (were events of "
+            "its legs rejected or sent to the dead letters?)"
+        )
     if cdr.record_type == c.CODE_ENTRY:
         entry_leg = view.code_entry_legs[key]
         relevant[key] = "code-entry leg"
@@ -568,8 +595,9 @@ def explain(settings: Settings, source: ReplaySource, cdr_id: str, user_id: str 
             c.MISSING: "missing: a code is required and the call has none",
             c.NOT_REQUIRED: "not_required: no code, and none is required",
         }[cdr.account_code_status]
+        if required != cdr.account_code_required:
+            status += " (the CDR was issued under another configuration)"
         decisions.append(Decision("status", "C6", status))
-        assert required == cdr.account_code_required
     if cdr.account_code is not None:
         name, known = registry_lookup(settings, cdr.group_id, cdr.account_code)
         if known is None:

@@ -22,7 +22,7 @@ def progress_wanted(stream: TextIO | None = None, environ: Mapping[str, str] | N
     environ = os.environ if environ is None else environ
     if environ.get("CI", "").strip().lower() not in ("", "0", "false", "no"):
         return False
-    if environ.get("TERM") == "dumb" or environ.get("CDRSTREAM_NO_PROGRESS"):
+    if environ.get("TERM") == "dumb":
         return False
     isatty = getattr(stream, "isatty", None)
     try:

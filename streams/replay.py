@@ -8,10 +8,11 @@ Avro, like file mode).
 Order. A replay does what the worker does: the event topics are co-partitioned by
 user_id, and each partition number has its own engine, fed from partition p of both
 topics (SPEC C8: "event time ... per partition when streaming"). Within a partition the
-two topics' records are merged by (record timestamp, topic, offset), each topic-partition
+two topics' records are merged by record timestamp, and records with the same timestamp
+are put in order of event time, topic and offset (`replay_order`); each topic-partition is
 read in offset order from its start offset to its end offset as of the start of the
-replay; an archive keeps the same records with the same topic, partition, offset and
-timestamp, so it gives the same order, and the same CDRs. Every engine is finished at the
+replay. An archive keeps the same records with the same topic, partition, offset,
+timestamp and event, so it gives the same order, and the same CDRs. Every engine is finished at the
 end, as in file mode. Partitions are independent, so they are replayed in parallel
 processes; the output does not depend on how many (`jobs`).
 
@@ -26,7 +27,6 @@ import asyncio
 import contextlib
 import hashlib
 import heapq
-import io
 import multiprocessing
 import os
 import time
@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from functools import cache
 from itertools import chain
-from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
@@ -46,13 +45,10 @@ from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin
 from streams.engine import Engine, Output
 from streams.errors import AuditError
-from streams.events import Event, decode_event
+from streams.events import Event
 from streams.progress import Progress
 from streams.serialization import (
-    CALL_EVENT_SCHEMA,
     CDR_SCHEMA,
-    DTMF_EVENT_SCHEMA,
-    SINGLE_OBJECT_MARKER,
     CdrFormat,
     CdrWriter,
     DeadLetterWriter,
@@ -61,7 +57,6 @@ from streams.serialization import (
     latest_versions,
     read_events,
     schema_dir,
-    schema_fingerprint,
 )
 from streams.settings import KafkaSettings, Settings
 from streams.timefmt import Millis, format_iso, parse_iso
@@ -74,8 +69,6 @@ R = TypeVar("R")
 
 # Below this many records a replay runs in this process: starting workers costs more.
 PARALLEL_THRESHOLD = 50_000
-# Records buffered per topic-partition before the other one of the pair is read first.
-BUFFER_HIGH_WATER = 200_000
 POLL_MAX_RECORDS = 50_000
 FETCH_TIMEOUT_S = 60.0
 PROGRESS_EVERY = 8192
@@ -99,10 +92,6 @@ class SourceRecord(NamedTuple):
     event: Event | None = None
 
 
-# The replay order within a partition: record timestamp, topic, offset.
-ORDER_KEY = itemgetter(0, 1, 3)
-
-
 def parse_when(text: str, now_ms: Millis | None = None) -> Millis:
     """`now`, a UTC date `YYYY-MM-DD` (its midnight), or an ISO 8601 time with a zone."""
     text = text.strip()
@@ -123,68 +112,19 @@ def parse_when(text: str, now_ms: Millis | None = None) -> Millis:
 # ---------------------------------------------------------------- decoding
 
 
-def _without_logical_types(document: Any) -> Any:
-    """A schema document whose timestamp-millis fields read as plain longs (same bytes)."""
-    if isinstance(document, dict):
-        if document.get("logicalType") == "timestamp-millis":
-            return "long"
-        return {key: _without_logical_types(value) for key, value in document.items()}
-    if isinstance(document, list):
-        return [_without_logical_types(item) for item in document]
-    return document
-
-
-@cache
-def _plain_event_schemas() -> dict[bytes, Any]:
-    readers = {}
-    for name in (CALL_EVENT_SCHEMA, DTMF_EVENT_SCHEMA):
-        document = orjson.loads((schema_dir() / f"{name}.avsc").read_bytes())
-        readers[schema_fingerprint(name)] = fastavro.parse_schema(
-            _without_logical_types(document), named_schemas={}
-        )
-    return readers
-
-
-# datetime's range: outside it the canonical decoder fails, so the fast path must not
-# succeed either.
-_MIN_MS = -62_135_596_800_000
-_MAX_MS = 253_402_300_799_999
-
-
-def read_schemaless(data: bytes, parsed: Any) -> dict[str, Any]:
-    """One Avro binary datum (fastavro's result, typed for callers)."""
-    return cast(dict[str, Any], fastavro.schemaless_reader(io.BytesIO(data), parsed, None))
-
-
 def avro_file_records(handle: Any) -> Iterator[dict[str, Any]]:
     """The records of an Avro container file (fastavro's reader, typed for callers)."""
     return cast(Iterator[dict[str, Any]], iter(fastavro.reader(handle)))
 
 
 class EventDecoder:
-    """`decode_event_message`, faster on the common case.
-
-    An Avro single-object message of a known event schema is read with timestamps as
-    plain epoch milliseconds (no datetime round trip) and checked by `decode_event`;
-    anything else, and anything that fails on the way, goes to the canonical
-    `decode_event_message`, so results (events and dead letters) are identical."""
-
-    def __init__(self) -> None:
-        self._readers = _plain_event_schemas()
+    """A message value of an event topic to an Event, or a dead letter saying why:
+    `decode_event_message`, and a message without a value is a dead letter too (as in
+    the worker)."""
 
     def decode(self, value: bytes | None, origin: Origin) -> Event | DeadLetter:
         if value is None:
             return DeadLetter("message has no value", origin, "")
-        if value[:2] == SINGLE_OBJECT_MARKER and len(value) >= 10:
-            reader = self._readers.get(value[2:10])
-            if reader is not None:
-                try:
-                    record = read_schemaless(value[10:], reader)
-                    ts = record["ts"]
-                    if _MIN_MS <= ts <= _MAX_MS:
-                        return decode_event(record)
-                except Exception:  # the canonical decoder says why
-                    pass
         return decode_event_message(value, origin)
 
 

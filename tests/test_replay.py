@@ -116,7 +116,7 @@ def test_parse_when() -> None:
         parse_when("yesterday")
 
 
-def test_fast_decoder_gives_what_the_canonical_one_gives(tmp_path: Path) -> None:
+def test_event_decoder_gives_what_the_canonical_one_gives(tmp_path: Path) -> None:
     from streams.serialization import decode_event_message
 
     events = [e for e, _ in read_events(simulate(tmp_path / "d.jsonl", users=1))]
@@ -166,7 +166,8 @@ def test_time_range_is_the_offset_range_of_offsets_for_times() -> None:
 def test_ties_on_the_record_timestamp_go_in_event_time_order() -> None:
     def item(ts: int, topic: str, offset: int, event_ts: int) -> tuple[SourceRecord, Event, Origin]:
         event = Event(f"e{topic}{offset}", "dtmf", event_ts, "sw", "u", "g", "c", offset, digit="1")
-        return SourceRecord(ts, topic, 0, offset, None, None, event), event, Origin(topic, 0, offset)
+        origin = Origin(topic, 0, offset)
+        return SourceRecord(ts, topic, 0, offset, None, None, event), event, origin
 
     calls = [
         item(100, "call-events", 0, 900),

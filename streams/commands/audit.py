@@ -245,7 +245,7 @@ def run_explain_command(args: argparse.Namespace) -> int:
     from streams.explain import explain
 
     settings = kafka_settings(args)
-    explanation = explain(settings, _source(args), args.cdr_id, args.user)
+    explanation = explain(settings, _source(args), args.cdr_id, args.user, _progress(args))
     if args.json:
         sys.stdout.write(_json(explanation.to_json_dict()))
     else:
