@@ -159,18 +159,13 @@ def topic_partitions(consumer: Any, topic: str, wait_s: float = 15.0) -> list[in
 
 
 def _aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """The connection settings of `[kafka]` in aiokafka's terms."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers.split(","),
-        "client_id": kafka.client_id,
-        "security_protocol": kafka.security_protocol,
+    """The connection settings of `[kafka]` in aiokafka's terms: kafka-python's, with the
+    TLS files as an SSL context."""
+    from streams.kafka_io import client_options
+
+    options = {
+        name: value for name, value in client_options(kafka).items() if not name.startswith("ssl_")
     }
-    if kafka.sasl_mechanism:
-        options |= {
-            "sasl_mechanism": kafka.sasl_mechanism,
-            "sasl_plain_username": kafka.sasl_username,
-            "sasl_plain_password": kafka.sasl_password,
-        }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 

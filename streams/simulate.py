@@ -56,6 +56,7 @@ from typing import Any, Final, cast
 import orjson
 
 from streams import events as ev
+from streams.cdr import CodeEntry, Via
 from streams.errors import CdrStreamError
 from streams.events import Event
 from streams.serialization import is_avro_path, write_events
@@ -63,7 +64,7 @@ from streams.settings import Settings, load_settings
 from streams.timefmt import Millis, format_iso, local_date, zone
 
 __all__ = [
-    "DEFAULT_DAY", "Item", "ScriptedCall", "ScriptedEntry", "SimUser", "SimulationError",
+    "DEFAULT_DAY", "Item", "ScriptedCall", "SimUser", "SimulationError",
     "SimulationOptions", "SimulationStats", "item_line", "iter_calls", "iter_events",
     "iter_items", "malformed_line", "roster", "write_day", "write_truth",
 ]
@@ -126,23 +127,6 @@ class SimulationOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class ScriptedEntry:
-    """An account-code entry as the script keyed it (the CDR's `account_code_entries`)."""
-
-    code: str | None  # the code where complete, else the digits keyed (None: none)
-    complete: bool
-    via: str  # pre_dial or second_line
-    entry_call_id: str
-    entered_at: Millis
-
-    def to_json_dict(self) -> dict[str, Any]:
-        return {
-            "code": self.code, "complete": self.complete, "via": self.via,
-            "entry_call_id": self.entry_call_id, "entered_at": format_iso(self.entered_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
 class ScriptedCall:
     """A record the script expects the engine to issue (latest version), as intended."""
 
@@ -163,7 +147,7 @@ class ScriptedCall:
     account_code: str | None
     account_code_status: str
     account_code_required: bool
-    account_code_entries: tuple[ScriptedEntry, ...]
+    account_code_entries: tuple[CodeEntry, ...]
     applied_to_cdr_id: str | None
     ring_legs: tuple[str, ...]  # Simultaneous Ring legs folded into this call
     user_timezone: str
@@ -370,7 +354,7 @@ class _CallPlan:
     direction: str
     category: str | None = None
     ring: list[_Leg] = field(default_factory=list)
-    entries: list[ScriptedEntry] = field(default_factory=list)
+    entries: list[CodeEntry] = field(default_factory=list)
     answer: Millis | None = None
     release: Millis = 0
     hold_ms: int = 0
@@ -458,7 +442,7 @@ class _Script:
             dtmf(t, digit)
         return t
 
-    def enter(self, leg: _Leg, t: Millis, keying: Keying, via: str) -> tuple[Millis, ScriptedEntry]:
+    def enter(self, leg: _Leg, t: Millis, keying: Keying, via: Via) -> tuple[Millis, CodeEntry]:
         """Key the FAC and a code from `t`; return the time of the last digit and the entry."""
         keyed, ending = keying
         last = self.key(leg, t, self.fac)
@@ -470,7 +454,7 @@ class _Script:
         elif ending == "timeout":
             last += self.timeout_ms + self.ms(500, 4000)
         complete = len(keyed) == self.user.code_digits
-        entry = ScriptedEntry(keyed or None, complete, via, leg.call_id, entered)
+        entry = CodeEntry(keyed or None, complete, via, leg.call_id, entered)
         return last, entry
 
     def code(self) -> str:
@@ -539,7 +523,7 @@ class _Script:
         ))
 
     def finish_entry_leg(
-        self, scenario: str, leg: _Leg, entry: ScriptedEntry, target: _CallPlan | None
+        self, scenario: str, leg: _Leg, entry: CodeEntry, target: _CallPlan | None
     ) -> None:
         user = self.user
         if not entry.complete:
