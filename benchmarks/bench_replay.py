@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.worker_harness import write_config  # noqa: E402  (the same config as the tests)
+
 MEASURE = (
     "import resource, sys\n"
     "from streams.cli import main\n"
@@ -72,20 +74,6 @@ def run_measured(*args: str, ok: tuple[int, ...] = (0,)) -> tuple[float, float, 
 def count_lines(path: Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
-
-
-def write_config(path: Path, bootstrap: str, prefix: str, partitions: int) -> None:
-    from streams.settings import default_config_text
-
-    path.write_text(default_config_text() + f"""
-[kafka]
-bootstrap_servers = "{bootstrap}"
-call_events_topic = "{prefix}call-events"
-dtmf_events_topic = "{prefix}dtmf-events"
-cdr_topic = "{prefix}cdr"
-dlq_topic = "{prefix}cdr-dlq"
-partitions = {partitions}
-""")
 
 
 def publish_cdrs(config: Path, cdrs: Path) -> int:
@@ -139,7 +127,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     prefix = args.reuse or f"bench-{uuid.uuid4().hex[:8]}-"
     config = workdir / "config.toml"
-    write_config(config, args.bootstrap_servers, prefix, args.partitions)
+    write_config(config, args.bootstrap_servers, prefix, partitions=args.partitions)
     day, cdrs = workdir / "day.jsonl", workdir / "cdrs.jsonl"
     print(f"cdrstream replay/audit benchmark, {os.cpu_count()} CPUs, topics {prefix}*, "
           f"{args.partitions} partitions, files in {workdir}")
