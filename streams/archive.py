@@ -50,13 +50,13 @@ from streams.replay import (
     SourceRecord,
     TopicFetcher,
     avro_file_records,
-    avro_writer,
     default_jobs,
     event_topics,
     kafka_consumer,
     run_parallel,
     topic_partitions,
 )
+from streams.serialization import avro_writer
 from streams.settings import Settings
 from streams.timefmt import Millis, format_iso
 

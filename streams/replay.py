@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import heapq
 import multiprocessing
 import os
@@ -33,13 +32,11 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from functools import cache
 from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 import fastavro
-import orjson
 
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin
@@ -48,15 +45,12 @@ from streams.errors import AuditError
 from streams.events import Event
 from streams.progress import Progress
 from streams.serialization import (
-    CDR_SCHEMA,
     CdrFormat,
     CdrWriter,
     DeadLetterWriter,
-    cdr_to_avro,
     decode_event_message,
     latest_versions,
     read_events,
-    schema_dir,
 )
 from streams.settings import KafkaSettings, Settings
 from streams.timefmt import Millis, format_iso, parse_iso
@@ -892,50 +886,14 @@ def run_replay(
     )
 
 
-def sync_marker(name: str) -> bytes:
-    """A fixed Avro sync marker for a file: Avro writers pick a random one, which would
-    make two replays (or archive runs) of the same events differ byte for byte."""
-    return hashlib.sha256(f"cdrstream:{name}".encode()).digest()[:16]
-
-
-@cache
-def schema_document(name: str) -> dict[str, Any]:
-    """The `.avsc` document as written. Avro writers put the schema in the file header;
-    given fastavro's parsed form they write its keys in an order that changes from run to
-    run, given the document they write it as it is."""
-    return cast(dict[str, Any], orjson.loads((schema_dir() / f"{name}.avsc").read_bytes()))
-
-
-def avro_writer(handle: Any, name: str, marker: str) -> Any:
-    """A reproducible Avro container writer (deflate): same records, same bytes."""
-    return fastavro.write.Writer(
-        handle, schema_document(name), codec="deflate", sync_marker=sync_marker(marker)
-    )
-
-
-def write_avro_cdrs(path: str | Path, cdrs: Iterable[Cdr]) -> int:
-    """CDRs as an Avro container file (deflate), like `CdrWriter`, but reproducible."""
-    count = 0
-    with open(path, "wb") as handle:
-        writer = avro_writer(handle, CDR_SCHEMA, CDR_SCHEMA)
-        for cdr in cdrs:
-            writer.write(cdr_to_avro(cdr))
-            count += 1
-        writer.flush()
-    return count
-
-
 def write_replay(result: ReplayResult, output: str | Path, fmt: CdrFormat) -> tuple[int, Path]:
     """Write the CDRs, and the dead letters beside them (`OUTPUT.dlq.jsonl`)."""
     from streams.filemode import dead_letter_path
 
     letters_path = dead_letter_path(output)
-    if fmt == "avro":
-        write_avro_cdrs(output, result.cdrs)
-    else:
-        with CdrWriter(output, fmt) as writer:
-            for cdr in result.cdrs:
-                writer.write(cdr)
+    with CdrWriter(output, fmt) as writer:
+        for cdr in result.cdrs:
+            writer.write(cdr)
     with DeadLetterWriter(letters_path) as letters:
         for letter in result.dead_letters:
             letters.write(letter)

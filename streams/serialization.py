@@ -10,6 +10,7 @@ binary record) or JSON, see `encode_message` and `decode_message`.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import struct
 from collections.abc import Iterable, Iterator, Mapping
@@ -95,6 +96,27 @@ def event_file_schema() -> list[Any]:
     """The schema of an events container file: the union of both event records (the
     named union `cdrstream.SwitchEvent`, expanded so fastavro needs no name lookup)."""
     return [schema(CALL_EVENT_SCHEMA), schema(DTMF_EVENT_SCHEMA)]
+
+
+def sync_marker(name: str) -> bytes:
+    """A fixed Avro sync marker for a file: Avro writers pick a random one, which would
+    make two runs over the same events (replays, archives) differ byte for byte."""
+    return hashlib.sha256(f"cdrstream:{name}".encode()).digest()[:16]
+
+
+@cache
+def schema_document(name: str) -> Any:
+    """The `.avsc` document as written. Avro writers put the schema in the file header;
+    given fastavro's parsed form they write its keys in an order that changes from run to
+    run, given the document they write it as it is."""
+    return orjson.loads((schema_dir() / f"{name}.avsc").read_bytes())
+
+
+def avro_writer(handle: IO[bytes], name: str, marker: str) -> Any:
+    """A reproducible Avro container writer (deflate): same records, same bytes."""
+    return fastavro.write.Writer(
+        handle, schema_document(name), codec="deflate", sync_marker=sync_marker(marker)
+    )
 
 
 def is_avro_path(path: str | Path) -> bool:
@@ -193,7 +215,10 @@ def write_events(path: str | Path, events: Iterable[Event], lines: Iterable[byte
             for event in events:
                 records.append(event_to_avro(event))
                 count += 1
-            fastavro.writer(handle, event_file_schema(), records, codec="deflate")
+            fastavro.writer(
+                handle, event_file_schema(), records, codec="deflate",
+                sync_marker=sync_marker(EVENT_SCHEMA),
+            )
         return count
     with open(path, "wb") as handle:
         for event in events:
@@ -355,7 +380,7 @@ class CdrWriter:
             self._csv = csv.writer(self._text)
             self._csv.writerow(CDR_FIELDS)
         elif fmt == "avro":
-            self._avro = fastavro.write.Writer(self._handle, schema(CDR_SCHEMA), codec="deflate")
+            self._avro = avro_writer(self._handle, CDR_SCHEMA, CDR_SCHEMA)
 
     def write(self, cdr: Cdr) -> None:
         self.count += 1

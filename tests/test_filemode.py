@@ -226,3 +226,15 @@ def test_missing_config_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     missing = tmp_path / "nowhere.toml"
     assert process(missing, tmp_path / "events.jsonl", tmp_path / "cdrs.jsonl") == 2
     assert f"{missing}: cannot read" in capsys.readouterr().err
+
+
+def test_avro_output_is_reproducible(tmp_path: Path) -> None:
+    """Same events, same Avro bytes (fixed sync marker, schema header as written)."""
+    outputs = []
+    for name in ("first.avro", "second.avro"):
+        out = tmp_path / name
+        events = CONFIG.parent / "2_inbound_second_line.events.jsonl"
+        arguments = ["--config", str(CONFIG), "--input", str(events), "--output", str(out)]
+        assert main(["process", *arguments]) == 0
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]
