@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+from collections.abc import Mapping
 
 from streams.engine import UserState
 from streams.errors import WorkerError
@@ -44,10 +45,14 @@ def watermark_key(partition: int) -> bytes:
     return WATERMARK_PREFIX + str(partition).encode()
 
 
-def encode_watermark(partition: int, watermark: Millis) -> bytes:
-    return _HEADER.pack(partition, FORMAT_VERSION) + struct.pack(">q", watermark)
+def encode_watermark(partition: int, watermark: Millis, read_up_to: Mapping[str, Millis]) -> bytes:
+    """A partition's event time, and the largest ts read from each of its topics."""
+    return _HEADER.pack(partition, FORMAT_VERSION) + pickle.dumps(
+        (watermark, dict(read_up_to)), pickle.HIGHEST_PROTOCOL
+    )
 
 
-def decode_watermark(value: bytes) -> Millis:
+def decode_watermark(value: bytes) -> tuple[Millis, dict[str, Millis]]:
     partition_of(value)
-    return int(struct.unpack_from(">q", value, _HEADER.size)[0])
+    watermark, read_up_to = pickle.loads(value[_HEADER.size:])
+    return int(watermark), dict(read_up_to)

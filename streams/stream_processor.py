@@ -35,6 +35,13 @@ from streams.state_codec import (
 )
 from streams.timefmt import Millis
 
+# The two topics are produced and fetched separately, so one can show its messages of a
+# moment a little before the other does, even when both look caught up. So a topic still
+# holds its partition's event time back to what was read from it while it has delivered
+# within this many seconds of wall-clock time, and, for everyone, during the first this
+# many seconds after the partition had been quiet (a restart, or a feed that resumes).
+TOPIC_QUIET_SECONDS = 1.0
+
 # (topic, partition) -> True while that topic partition has messages not yet read
 Backlog = Callable[[str, int], bool]
 
@@ -60,15 +67,23 @@ class PartitionClock:
     watermark: Millis | None = None
     wall: float = 0.0
     read_up_to: dict[str, Millis] = field(default_factory=dict)
+    read_at: dict[str, float] = field(default_factory=dict)  # wall time of the last message
+    burst_at: float = 0.0  # wall time of the first message after a quiet spell
 
-    def event_time(self, topics: Iterable[str], partition: int, backlog: Backlog) -> Millis | None:
-        """The largest ts read, held back to the slowest topic that has a backlog."""
+    def event_time(
+        self, topics: Iterable[str], partition: int, backlog: Backlog, wall: float
+    ) -> Millis | None:
+        """The largest ts read, held back to the slowest topic that has a backlog or has
+        delivered within the last TOPIC_QUIET_SECONDS (the other topic's messages of the
+        same moment may still be on their way)."""
         if not self.read_up_to:
             return None
         limit = max(self.read_up_to.values())
+        resuming = wall - self.burst_at < TOPIC_QUIET_SECONDS
         for topic in topics:
-            if backlog(topic, partition):
-                seen = self.read_up_to.get(topic)
+            seen = self.read_up_to.get(topic)
+            recent = seen is not None and wall - self.read_at.get(topic, 0.0) < TOPIC_QUIET_SECONDS
+            if backlog(topic, partition) or resuming or recent:
                 if seen is None:
                     return None
                 limit = min(limit, seen)
@@ -112,7 +127,7 @@ class StreamProcessor:
         if not wanted:
             return
         users: dict[int, dict[str, UserState]] = {p: {} for p in wanted}
-        watermarks: dict[int, Millis] = {}
+        watermarks: dict[int, tuple[Millis, dict[str, Millis]]] = {}
         for key, value in table.items():
             if value is None:
                 continue
@@ -125,9 +140,12 @@ class StreamProcessor:
                 users[partition][key.decode()] = decode_user_state(value)
         for partition in wanted:
             engine = Engine(self.settings, users[partition])
-            engine.watermark = watermarks.get(partition)
+            watermark, read_up_to = watermarks.get(partition, (None, {}))
+            engine.watermark = watermark
             self.engines[partition] = engine
-            self.clocks[partition] = PartitionClock(engine.watermark, wall)
+            self.clocks[partition] = PartitionClock(
+                engine.watermark, wall, read_up_to, burst_at=wall
+            )
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the engines of partitions this worker no longer has."""
@@ -149,7 +167,9 @@ class StreamProcessor:
                 yield StateWrite(
                     partition,
                     watermark_key(partition),
-                    encode_watermark(partition, engine.watermark),
+                    encode_watermark(
+                        partition, engine.watermark, self.clocks[partition].read_up_to
+                    ),
                 )
 
     # ------------------------------------------------------------ events
@@ -169,6 +189,8 @@ class StreamProcessor:
             counters.by_topic[message.topic] = counters.by_topic.get(message.topic, 0) + 1
             self.positions[(message.topic, message.partition)] = message.offset
             clock = self.clocks[message.partition]
+            if wall - clock.wall >= TOPIC_QUIET_SECONDS:
+                clock.burst_at = wall
             clock.wall = wall
             touched.add(message.partition)
             if message.value is None:
@@ -181,15 +203,16 @@ class StreamProcessor:
             seen = clock.read_up_to.get(message.topic)
             if seen is None or item.ts > seen:
                 clock.read_up_to[message.topic] = item.ts
+            clock.read_at[message.topic] = wall
             outputs.extend(engine.feed(item, origin, advance=False))
         for partition in sorted(touched):
-            outputs.extend(self._advance(partition, backlog))
+            outputs.extend(self._advance(partition, backlog, wall))
         self._count(outputs)
         return outputs
 
-    def _advance(self, partition: int, backlog: Backlog) -> list[Output]:
+    def _advance(self, partition: int, backlog: Backlog, wall: float) -> list[Output]:
         clock = self.clocks[partition]
-        target = clock.event_time(self.topics, partition, backlog)
+        target = clock.event_time(self.topics, partition, backlog, wall)
         if target is None:
             return []
         clock.watermark = target if clock.watermark is None else max(clock.watermark, target)
@@ -205,7 +228,7 @@ class StreamProcessor:
             idle = wall - clock.wall
             if idle < self.idle_seconds or any(backlog(t, partition) for t in self.topics):
                 continue
-            outputs.extend(self._advance(partition, backlog))  # all caught up: largest ts
+            outputs.extend(self._advance(partition, backlog, wall))  # caught up: largest ts
             outputs.extend(engine.flush_idle())
         self._count(outputs)
         return outputs
