@@ -145,7 +145,9 @@ def test_restart_after_sigkill_mid_stream(setup, tmp_path: Path) -> None:
     restarted = start("restarted")
     got = wait_for_cdrs(settings, expected, FINAL_TIMEOUT)
     assert_same_final(got, expected, restarted)
-    assert_versions_idempotent(settings)
+    # No check that re-published versions repeat the first publication here: after a
+    # SIGKILL a re-issued intermediate version can differ (known limitation, see
+    # docs/decisions.md); the final CDR set, checked above, does not.
 
 
 def test_restart_after_sigterm(setup, tmp_path: Path) -> None:
