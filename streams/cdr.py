@@ -108,7 +108,6 @@ class Cdr:
 
 
 CDR_FIELDS: Final[tuple[str, ...]] = tuple(field.name for field in fields(Cdr))
-TIME_FIELDS: Final = ("start_time", "answer_time", "release_time")
 _all_fields = attrgetter(*CDR_FIELDS)
 _content = attrgetter(*(name for name in CDR_FIELDS if name != "version"))
 

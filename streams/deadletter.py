@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import orjson
-
 
 class Origin(NamedTuple):
     """Where an event was read: a topic partition and offset, or a file and line number."""
@@ -44,9 +42,7 @@ class DeadLetter:
 
 
 def raw_text(data: bytes | str) -> str:
-    """Raw input as text for a dead-letter record (undecodable bytes replaced)."""
-    return data if isinstance(data, str) else data.decode("utf-8", errors="replace")
-
-
-def dump_dead_letter(letter: DeadLetter) -> bytes:
-    return orjson.dumps(letter.to_json_dict())
+    """Raw input as text for a dead-letter record: undecodable bytes replaced, without the
+    line's ending."""
+    text = data if isinstance(data, str) else data.decode("utf-8", errors="replace")
+    return text.rstrip("\r\n")

@@ -23,7 +23,7 @@ import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
-from streams.deadletter import DeadLetter, Origin
+from streams.deadletter import DeadLetter, Origin, raw_text
 from streams.errors import EventDecodeError, SerializationError
 from streams.events import DTMF, Event, decode_event
 from streams.timefmt import Millis, parse_iso
@@ -148,7 +148,7 @@ def _decode_or_letter(raw: Any, origin: Origin, text: bytes | str | None) -> Eve
         if isinstance(raw, Mapping):
             payload = {key: _jsonable(value) for key, value in raw.items()}
         else:
-            payload = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+            payload = "" if text is None else raw_text(text)
         event_id = raw.get("event_id") if isinstance(raw, Mapping) else None
         known_id = event_id if isinstance(event_id, str) else None
         return DeadLetter(error.reason, origin, payload, known_id)
@@ -165,8 +165,7 @@ def decode_json_event(line: bytes | str, origin: Origin) -> Event | DeadLetter:
     try:
         raw = orjson.loads(line)
     except orjson.JSONDecodeError as error:
-        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
-        return DeadLetter(f"not valid JSON: {error}", origin, text.rstrip("\n"))
+        return DeadLetter(f"not valid JSON: {error}", origin, raw_text(line))
     return _decode_or_letter(raw, origin, line)
 
 
