@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test setup system-deps lint typecheck bench bench-stream kafka-start kafka-stop clean
+.PHONY: demo test setup native system-deps lint typecheck bench bench-stream kafka-start kafka-stop clean
 
 $(BIN)/cdrstream: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,9 +13,18 @@ $(BIN)/cdrstream: pyproject.toml
 
 setup: $(BIN)/cdrstream
 
+## The compiled core: the engine's modules built with mypyc (streams/native.py), rebuilt
+## when a source changes. Where it cannot be built, everything runs on the sources.
+NATIVE_STAMP := streams/_native.json
+$(NATIVE_STAMP): $(BIN)/cdrstream $(wildcard streams/*.py)
+	@$(BIN)/python -c 'import sys; from streams.native import main; sys.exit(main(["build"]))' \
+		|| echo "make native: not compiled, running the pure-Python core (see above)" >&2
+
+native: $(NATIVE_STAMP)
+
 ## The main job on the embedded default config: a simulated day of a law firm's calls,
 ## correlated into CDRs, and the billing report. No Kafka needed.
-demo: setup
+demo: setup native
 	$(BIN)/cdrstream demo --out out/demo
 
 ## Debian packages the tests need (OpenSSH server for SFTP tests; Java and Maven for the
@@ -25,7 +34,7 @@ system-deps:
 
 ## Every test: engine, file mode, report, SFTP against a real sshd, and the worker on a real
 ## Kafka broker (KAFKA_BOOTSTRAP_SERVERS, else one started for the session).
-test: setup system-deps
+test: setup system-deps native
 	$(BIN)/pytest -q
 
 lint:
@@ -34,10 +43,10 @@ lint:
 typecheck:
 	$(BIN)/mypy
 
-bench: setup
+bench: setup native
 	$(BIN)/python benchmarks/bench_process.py
 
-bench-stream: setup
+bench-stream: setup native
 	$(BIN)/python benchmarks/bench_stream.py
 
 kafka-start:

@@ -37,6 +37,10 @@ class CodeEntry:
             "entry_call_id": self.entry_call_id, "entered_at": format_iso(self.entered_at),
         }
 
+    def __reduce__(self) -> tuple[type[CodeEntry], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return CodeEntry, (self.code, self.complete, self.via, self.entry_call_id, self.entered_at)
+
 
 @dataclass(frozen=True, slots=True)
 class LegSummary:
@@ -54,6 +58,11 @@ class LegSummary:
             "answered": self.answered, "answer_time": _iso_or_none(self.answer_time),
             "release_time": _iso_or_none(self.release_time),
         }
+
+    def __reduce__(self) -> tuple[type[LegSummary], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return LegSummary, (self.call_id, self.called_number, self.answered, self.answer_time,
+                            self.release_time)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +101,10 @@ class Cdr:
     user_timezone: str
     local_date: str
     billable: bool
+
+    def __reduce__(self) -> tuple[type[Cdr], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return Cdr, _all_fields(self)
 
     def same_content(self, other: Cdr) -> bool:
         """Equal in everything but the version number."""

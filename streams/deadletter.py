@@ -40,6 +40,10 @@ class DeadLetter:
             out["raw"] = self.payload
         return out
 
+    def __reduce__(self) -> tuple[type[DeadLetter], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return DeadLetter, (self.reason, self.origin, self.payload, self.event_id)
+
 
 def raw_text(data: bytes | str) -> str:
     """Raw input as text for a dead-letter record: undecodable bytes replaced, without the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.timefmt import Millis
 
@@ -26,6 +26,10 @@ class EntryAttempt:
     keyed: str  # the code digits keyed, complete or not
     complete: bool
     entered_at: Millis
+
+    def __reduce__(self) -> tuple[type[EntryAttempt], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return EntryAttempt, (self.code, self.keyed, self.complete, self.entered_at)
 
 
 def is_fac_prefix(digits: Sequence[Keyed], fac: str) -> bool:

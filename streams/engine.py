@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from streams.cdr import Cdr, CodeEntry
 from streams.cdr_builder import build_call_cdr, build_code_entry_cdr, code_entry
@@ -72,6 +72,10 @@ class UserState:
     @property
     def empty(self) -> bool:
         return not (self.legs or self.issued or self.tombstones)
+
+    def __reduce__(self) -> tuple[type[UserState], tuple[Any, ...]]:
+        # pickled by its fields: the compiled core's classes have no slots to restore
+        return UserState, (self.legs, self.issued, self.tombstones, self.due, self.waiting)
 
 
 EMPTY_USER = UserState({}, {}, {})

@@ -22,6 +22,7 @@ import fastavro
 import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
+import streams
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin, raw_text
 from streams.errors import EventDecodeError, SerializationError
@@ -39,10 +40,11 @@ SINGLE_OBJECT_MARKER = b"\xc3\x01"
 
 def schema_dir() -> Path:
     """The folder of `.avsc` files: the checkout's `avro/`, or the installed copy."""
-    checkout = Path(__file__).resolve().parent.parent / "avro"
+    package = Path(str(streams.__file__)).resolve().parent  # not this module's: it may be
+    checkout = package.parent / "avro"  # compiled (streams/native.py)
     if checkout.is_dir():
         return checkout
-    return Path(__file__).resolve().parent / "_avro"
+    return package / "_avro"
 
 
 @cache

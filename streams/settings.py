@@ -296,6 +296,8 @@ class Settings(_Strict):
 
 
 ENV_PREFIX = "CDRSTREAM_"
+# environment variables with the prefix that are not config keys
+NOT_CONFIG = frozenset({"CDRSTREAM_PURE"})  # see streams/native.py
 
 
 def _expects_text(path: list[str]) -> bool:
@@ -333,7 +335,7 @@ def _env_value(text: str, path: list[str]) -> Any:
 def _overlay_env(raw: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
     merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     for name, text in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or name in NOT_CONFIG:
             continue
         path = name[len(ENV_PREFIX):].lower().split("__")
         target = merged
