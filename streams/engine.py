@@ -124,15 +124,16 @@ _new = tuple.__new__
 
 def apply_event(
     state: UserState, event: Event, origin: Origin | None, watermark: Millis, settings: Settings,
-    *, times: _Times | None = None,
+    *, times: _Times | None = None, before: Millis | None = None,
 ) -> tuple[UserState, DeadLetter | None]:
     """Add one event to a user's state. Re-deliveries change nothing; an event for a leg
     that is final and out of memory goes to the dead letters. (`times` are `settings`'
-    durations, where the caller has them.)"""
+    durations, where the caller has them. `before` is event time before this event: a
+    tombstone that expired by then counts as gone, whether or not it was swept yet.)"""
     key = _new(LegKey, (event.switch_id, event.call_id))
     if state.tombstones:
         tombstone = state.tombstones.get(key)
-        if tombstone is not None:
+        if tombstone is not None and (before is None or tombstone.expires > before):
             if tombstone.had(event.seq):
                 return state, None
             reason = f"late event: call leg {key.cdr_id} is already final"
@@ -256,13 +257,9 @@ class _Evaluation:
             self.tombstones[key] = Tombstone.of(leg, expires)
 
     def state(self) -> UserState:
-        tombstones = self.tombstones
-        if tombstones:
-            watermark = self.watermark
-            later = [t.expires for t in tombstones.values() if t.expires > watermark]
-            if later:
-                self.due = _min(self.due, min(later))
-        return UserState(self.legs, self.issued, tombstones, self.due, self.waiting)
+        # tombstones do not make a user due: they expire lazily (`apply_event`) and are
+        # swept from memory by the engine (`Engine.sweep`)
+        return UserState(self.legs, self.issued, self.tombstones, self.due, self.waiting)
 
 
 def _same_input(before: object, now: object) -> bool:
@@ -486,11 +483,10 @@ def _evict(
 
 def _expire_tombstones(state: UserState, watermark: Millis, final: bool) -> UserState:
     """`evaluate_user` for a user with nothing in memory but tombstones."""
-    tombstones = dict(state.tombstones)
+    tombstones = state.tombstones
     if not final:
         tombstones = {key: t for key, t in tombstones.items() if t.expires > watermark}
-    later = [t.expires for t in tombstones.values() if t.expires > watermark]
-    return UserState({}, {}, tombstones, min(later) if later else None, False)
+    return UserState({}, {}, tombstones, None, False)
 
 
 def evaluate_user(
@@ -504,10 +500,10 @@ def evaluate_user(
     `evict` nothing is forgotten: the user stays due at the time it would have been.
     `memo` (an engine's) spares reading again what has not changed."""
     if not (state.legs or state.issued):
-        return _expire_tombstones(state, watermark, final), []
+        return _expire_tombstones(state, watermark, final or not evict), []
     run = _Evaluation(state, watermark, settings, final, Memo() if memo is None else memo)
     tombstones = run.tombstones
-    if tombstones and not final:
+    if tombstones and evict and not final:
         for key in [key for key, t in tombstones.items() if t.expires <= watermark]:
             del tombstones[key]
     facts = _clean_and_close(run)
@@ -542,6 +538,8 @@ class Engine:
         self.changed: set[str] = set()
         self._memo = Memo()
         self._times = _times(settings)
+        self._sweep_every = max(60_000, self._times.redelivery_horizon_ms // 8)
+        self._next_sweep: Millis | None = None
         for user_id, state in self.users.items():
             if state.due is not None:
                 self._schedule.append((state.due, user_id))
@@ -568,7 +566,8 @@ class Engine:
         user_id = event.user_id
         before = self.users.get(user_id)
         after, letter = apply_event(
-            before or EMPTY_USER, event, origin, watermark, self.settings, times=self._times
+            before or EMPTY_USER, event, origin, watermark, self.settings, times=self._times,
+            before=current,
         )
         outputs: list[Output] = [] if letter is None else [letter]
         if after is not before:  # never empty: it holds the event's leg
@@ -584,6 +583,9 @@ class Engine:
             schedule = self._schedule
             if schedule and schedule[0][0] <= watermark:
                 outputs.extend(self._run_due())
+            next_sweep = self._next_sweep
+            if next_sweep is None or watermark >= next_sweep:
+                self.sweep()
         return outputs
 
     def advance(self, watermark: Millis) -> list[Output]:
@@ -591,7 +593,30 @@ class Engine:
         if self.watermark is not None and watermark <= self.watermark:
             return []
         self.watermark = watermark
-        return self._run_due()
+        outputs = self._run_due()
+        if self._next_sweep is None or watermark >= self._next_sweep:
+            self.sweep()
+        return outputs
+
+    def sweep(self) -> None:
+        """Drop the tombstones that expired by event time (they count as gone as soon as
+        they expire, see `apply_event`; this frees their memory), every so often."""
+        watermark = self.watermark
+        if watermark is None:
+            return
+        self._next_sweep = watermark + self._sweep_every
+        users = self.users
+        for user_id in [user_id for user_id, state in users.items() if state.tombstones]:
+            state = users[user_id]
+            kept = {key: t for key, t in state.tombstones.items() if t.expires > watermark}
+            if len(kept) == len(state.tombstones):
+                continue
+            after = UserState(state.legs, state.issued, kept, state.due, state.waiting)
+            if after.empty:
+                del users[user_id]
+            else:
+                users[user_id] = after
+            self.changed.add(user_id)
 
     def idle_horizon(self) -> Millis | None:
         """How far an idle flush looks ahead of event time: far enough to issue every

@@ -122,6 +122,29 @@ class TestReissue:
         assert engine.finish() == []
 
 
+    def test_an_expired_tombstone_is_gone_whether_or_not_it_was_swept(self) -> None:
+        """Tombstones expire by event time and are only swept from memory every so often:
+        until then an expired one must not guard anything."""
+        config = settings(correction_window_seconds=0, redelivery_horizon_seconds=600)
+        leg = call()
+        runs = []
+        for sweep_often in (True, False):
+            engine = Engine(config)
+            feed_all(engine, leg.events)
+            engine.advance(at(65))  # issued and forgotten: a tombstone until 665 s
+            assert engine.open_legs == 0
+            if not sweep_often:
+                engine._next_sweep = engine._sweep_every = 2**62  # never again
+            engine.advance(at(700))
+            held = sum(len(state.tombstones) for state in engine.users.values())
+            assert held == (0 if sweep_often else 1)
+            # the same leg again (its call id re-used): not a re-delivery any more
+            later = feed_all(engine, call().events).outputs + engine.finish()
+            runs.append([(type(o).__name__, getattr(o, "cdr_id", None)) for o in later])
+        assert runs[0] == runs[1]
+        assert ("DeadLetter", None) not in runs[0]
+
+
 class TestHeldCallWaitsForTheSecondLine:
     @staticmethod
     def held_call() -> LegScript:
@@ -321,7 +344,9 @@ class TestBoundedState:
         # an orphan once issued; a tombstone lasts max_call_hours from then. Now is call
         # 143's start + 125 s: calls 138..143 are within the hour (users n % 5): 138 root +
         # second line; 139 root; 140 root + ring leg + orphan; 141 root + second line;
-        # 142 root; 143 root.
+        # 142 root; 143 root. (Expired tombstones count as gone at once and are swept from
+        # memory every so often of event time: sweep now, to count what is held.)
+        engine.sweep()
         assert {user: len(state.tombstones) for user, state in engine.users.items()} == {
             "user0@smithlaw.example": 3, "user1@smithlaw.example": 2,
             "user2@smithlaw.example": 1, "user3@smithlaw.example": 3,
