@@ -21,15 +21,25 @@ ORPHAN: Final = "orphan"
 INCOMPLETE: Final = "incomplete"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class CodeEntry:
     """One account-code entry: complete or not, pre-dial or on a second line."""
 
-    code: str | None
-    complete: bool
-    via: Via
-    entry_call_id: str
-    entered_at: Millis
+    code: Final[str | None]
+    complete: Final[bool]
+    via: Final[Via]
+    entry_call_id: Final[str]
+    entered_at: Final[Millis]
+
+    def __init__(
+        self,
+        code: str | None, complete: bool, via: Via, entry_call_id: str, entered_at: Millis,
+    ) -> None:
+        self.code = code
+        self.complete = complete
+        self.via = via
+        self.entry_call_id = entry_call_id
+        self.entered_at = entered_at
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -42,15 +52,26 @@ class CodeEntry:
         return CodeEntry, (self.code, self.complete, self.via, self.entry_call_id, self.entered_at)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class LegSummary:
     """A Simultaneous Ring leg folded into its call."""
 
-    call_id: str
-    called_number: str | None
-    answered: bool
-    answer_time: Millis | None
-    release_time: Millis | None
+    call_id: Final[str]
+    called_number: Final[str | None]
+    answered: Final[bool]
+    answer_time: Final[Millis | None]
+    release_time: Final[Millis | None]
+
+    def __init__(
+        self,
+        call_id: str, called_number: str | None, answered: bool, answer_time: Millis | None,
+        release_time: Millis | None,
+    ) -> None:
+        self.call_id = call_id
+        self.called_number = called_number
+        self.answered = answered
+        self.answer_time = answer_time
+        self.release_time = release_time
 
     def to_json_dict(self) -> dict[str, Any]:
         return {
@@ -65,42 +86,87 @@ class LegSummary:
                             self.release_time)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class Cdr:
     """One version of one call detail record. Field order is the CSV column order."""
 
-    cdr_id: str
-    version: int
-    record_type: RecordType
-    switch_id: str
-    user_id: str
-    group_id: str
-    call_id: str
-    network_call_id: str | None
-    direction: str
-    calling_number: str | None
-    called_number: str | None
-    call_category: str | None
-    start_time: Millis
-    answer_time: Millis | None
-    release_time: Millis
-    answered: bool
-    duration_ms: int
-    talk_ms: int
-    hold_ms: int
-    cause: str
-    releasing_party: str | None
-    account_code: str | None
-    account_code_status: str
-    account_code_required: bool
-    account_code_entries: tuple[CodeEntry, ...]
-    client_name: str | None
-    code_known: bool | None
-    applied_to_cdr_id: str | None
-    legs: tuple[LegSummary, ...]
-    user_timezone: str
-    local_date: str
-    billable: bool
+    cdr_id: Final[str]
+    version: Final[int]
+    record_type: Final[RecordType]
+    switch_id: Final[str]
+    user_id: Final[str]
+    group_id: Final[str]
+    call_id: Final[str]
+    network_call_id: Final[str | None]
+    direction: Final[str]
+    calling_number: Final[str | None]
+    called_number: Final[str | None]
+    call_category: Final[str | None]
+    start_time: Final[Millis]
+    answer_time: Final[Millis | None]
+    release_time: Final[Millis]
+    answered: Final[bool]
+    duration_ms: Final[int]
+    talk_ms: Final[int]
+    hold_ms: Final[int]
+    cause: Final[str]
+    releasing_party: Final[str | None]
+    account_code: Final[str | None]
+    account_code_status: Final[str]
+    account_code_required: Final[bool]
+    account_code_entries: Final[tuple[CodeEntry, ...]]
+    client_name: Final[str | None]
+    code_known: Final[bool | None]
+    applied_to_cdr_id: Final[str | None]
+    legs: Final[tuple[LegSummary, ...]]
+    user_timezone: Final[str]
+    local_date: Final[str]
+    billable: Final[bool]
+
+    def __init__(  # noqa: PLR0917 (a record, built positionally as before)
+        self,
+        cdr_id: str, version: int, record_type: RecordType, switch_id: str, user_id: str,
+        group_id: str, call_id: str, network_call_id: str | None, direction: str,
+        calling_number: str | None, called_number: str | None, call_category: str | None,
+        start_time: Millis, answer_time: Millis | None, release_time: Millis, answered: bool,
+        duration_ms: int, talk_ms: int, hold_ms: int, cause: str, releasing_party: str | None,
+        account_code: str | None, account_code_status: str, account_code_required: bool,
+        account_code_entries: tuple[CodeEntry, ...], client_name: str | None,
+        code_known: bool | None, applied_to_cdr_id: str | None, legs: tuple[LegSummary, ...],
+        user_timezone: str, local_date: str, billable: bool,
+    ) -> None:
+        self.cdr_id = cdr_id
+        self.version = version
+        self.record_type = record_type
+        self.switch_id = switch_id
+        self.user_id = user_id
+        self.group_id = group_id
+        self.call_id = call_id
+        self.network_call_id = network_call_id
+        self.direction = direction
+        self.calling_number = calling_number
+        self.called_number = called_number
+        self.call_category = call_category
+        self.start_time = start_time
+        self.answer_time = answer_time
+        self.release_time = release_time
+        self.answered = answered
+        self.duration_ms = duration_ms
+        self.talk_ms = talk_ms
+        self.hold_ms = hold_ms
+        self.cause = cause
+        self.releasing_party = releasing_party
+        self.account_code = account_code
+        self.account_code_status = account_code_status
+        self.account_code_required = account_code_required
+        self.account_code_entries = account_code_entries
+        self.client_name = client_name
+        self.code_known = code_known
+        self.applied_to_cdr_id = applied_to_cdr_id
+        self.legs = legs
+        self.user_timezone = user_timezone
+        self.local_date = local_date
+        self.billable = billable
 
     def __reduce__(self) -> tuple[type[Cdr], tuple[Any, ...]]:
         # pickled by its fields: the compiled core's classes have no slots to restore

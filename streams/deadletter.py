@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 
 class Origin(NamedTuple):
@@ -19,17 +19,27 @@ class Origin(NamedTuple):
         return {"topic": self.source, "partition": self.partition, "offset": self.offset}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class DeadLetter:
     """An input that could not be used, why, and where it came from.
 
     `payload` is the decoded event (as its JSON form) where it decoded, else the raw text.
     """
 
-    reason: str
-    origin: Origin | None
-    payload: dict[str, Any] | str
-    event_id: str | None = None
+    reason: Final[str]
+    origin: Final[Origin | None]
+    payload: Final[dict[str, Any] | str]
+    event_id: Final[str | None]
+
+    def __init__(
+        self,
+        reason: str, origin: Origin | None, payload: dict[str, Any] | str,
+        event_id: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.origin = origin
+        self.payload = payload
+        self.event_id = event_id
 
     def to_json_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"reason": self.reason}

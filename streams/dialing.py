@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from streams.timefmt import Millis
 
@@ -18,14 +18,20 @@ class Keyed(NamedTuple):
     ts: Millis
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class EntryAttempt:
     """What the dialing digits of one leg say about an account code."""
 
-    code: str | None  # the code where complete, else None
-    keyed: str  # the code digits keyed, complete or not
-    complete: bool
-    entered_at: Millis
+    code: Final[str | None]  # the code where complete, else None
+    keyed: Final[str]  # the code digits keyed, complete or not
+    complete: Final[bool]
+    entered_at: Final[Millis]
+
+    def __init__(self, code: str | None, keyed: str, complete: bool, entered_at: Millis) -> None:
+        self.code = code
+        self.keyed = keyed
+        self.complete = complete
+        self.entered_at = entered_at
 
     def __reduce__(self) -> tuple[type[EntryAttempt], tuple[Any, ...]]:
         # pickled by its fields: the compiled core's classes have no slots to restore

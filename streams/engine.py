@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from streams.cdr import Cdr, CodeEntry
 from streams.cdr_builder import build_call_cdr, build_code_entry_cdr, code_entry
@@ -54,7 +54,7 @@ class Tombstone(NamedTuple):
         return Tombstone(mask, expires)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class UserState:
     """One user's calls in flight. Treated as immutable: every change makes a new one.
 
@@ -63,11 +63,22 @@ class UserState:
     while a call waits for an undecided second line.
     """
 
-    legs: Mapping[LegKey, Leg]
-    issued: Mapping[str, Cdr]
-    tombstones: Mapping[LegKey, Tombstone]
-    due: Millis | None = None
-    waiting: bool = False
+    legs: Final[Mapping[LegKey, Leg]]
+    issued: Final[Mapping[str, Cdr]]
+    tombstones: Final[Mapping[LegKey, Tombstone]]
+    due: Final[Millis | None]
+    waiting: Final[bool]
+
+    def __init__(
+        self,
+        legs: Mapping[LegKey, Leg], issued: Mapping[str, Cdr],
+        tombstones: Mapping[LegKey, Tombstone], due: Millis | None = None, waiting: bool = False,
+    ) -> None:
+        self.legs = legs
+        self.issued = issued
+        self.tombstones = tombstones
+        self.due = due
+        self.waiting = waiting
 
     @property
     def empty(self) -> bool:

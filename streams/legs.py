@@ -84,24 +84,46 @@ class Rejected(NamedTuple):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(init=False, unsafe_hash=True)
 class LegFacts:
     """What a leg's events (ordered by seq) say, as far as they have arrived."""
 
-    key: LegKey
-    user_id: str
-    group_id: str
-    started: Event | None
-    first_ts: Millis
-    last_ts: Millis
-    dialed: Event | None
-    answer_ts: Millis | None
-    release: Event | None  # a real call_released, or a synthetic one where closed
-    holds: tuple[Hold, ...]
-    entry: EntryAttempt | None
-    may_become_entry: bool  # the dialing digits so far are empty or a FAC prefix
-    ring_parent: LegKey | None  # see `parent`
-    kind: str | None  # CODE_ENTRY_LEG, UNDECIDED_LEG or None, see the properties
+    key: Final[LegKey]
+    user_id: Final[str]
+    group_id: Final[str]
+    started: Final[Event | None]
+    first_ts: Final[Millis]
+    last_ts: Final[Millis]
+    dialed: Final[Event | None]
+    answer_ts: Final[Millis | None]
+    release: Final[Event | None]  # a real call_released, or a synthetic one where closed
+    holds: Final[tuple[Hold, ...]]
+    entry: Final[EntryAttempt | None]
+    may_become_entry: Final[bool]  # the dialing digits so far are empty or a FAC prefix
+    ring_parent: Final[LegKey | None]  # see `parent`
+    kind: Final[str | None]  # CODE_ENTRY_LEG, UNDECIDED_LEG or None, see the properties
+
+    def __init__(  # noqa: PLR0917 (a record, built positionally as before)
+        self,
+        key: LegKey, user_id: str, group_id: str, started: Event | None, first_ts: Millis,
+        last_ts: Millis, dialed: Event | None, answer_ts: Millis | None, release: Event | None,
+        holds: tuple[Hold, ...], entry: EntryAttempt | None, may_become_entry: bool,
+        ring_parent: LegKey | None, kind: str | None,
+    ) -> None:
+        self.key = key
+        self.user_id = user_id
+        self.group_id = group_id
+        self.started = started
+        self.first_ts = first_ts
+        self.last_ts = last_ts
+        self.dialed = dialed
+        self.answer_ts = answer_ts
+        self.release = release
+        self.holds = holds
+        self.entry = entry
+        self.may_become_entry = may_become_entry
+        self.ring_parent = ring_parent
+        self.kind = kind
 
     @property
     def start_ts(self) -> Millis:
