@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from streams.events import LegKey
 from streams.legs import CODE_ENTRY_LEG, UNDECIDED_LEG, LegFacts
@@ -12,13 +12,20 @@ from streams.timefmt import Millis
 MAX_RING_DEPTH = 8
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class Call:
     """A call: its first leg and the Simultaneous Ring legs that ring for it."""
 
     root_key: LegKey
     root: LegFacts | None  # None while the first leg has not been seen
-    ring: list[LegFacts] = field(default_factory=list)
+    ring: list[LegFacts]
+
+    def __init__(
+        self, root_key: LegKey, root: LegFacts | None, ring: list[LegFacts] | None = None
+    ) -> None:
+        self.root_key = root_key
+        self.root = root
+        self.ring = [] if ring is None else ring
 
     @property
     def legs(self) -> list[LegFacts]:
@@ -50,13 +57,21 @@ class Call:
         return min(leg.start_ts for leg in self.legs)
 
 
-@dataclass(slots=True)
+@dataclass(init=False)
 class UserView:
     """One user's legs, sorted into calls, code-entry legs and legs still undecided."""
 
     calls: dict[LegKey, Call]
     code_entry_legs: dict[LegKey, LegFacts]
     undecided: list[LegFacts]  # open legs that may still become code-entry legs
+
+    def __init__(
+        self, calls: dict[LegKey, Call], code_entry_legs: dict[LegKey, LegFacts],
+        undecided: list[LegFacts],
+    ) -> None:
+        self.calls = calls
+        self.code_entry_legs = code_entry_legs
+        self.undecided = undecided
 
 
 def _root_of(key: LegKey, facts: Mapping[LegKey, LegFacts]) -> LegKey:
