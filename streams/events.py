@@ -13,7 +13,7 @@ from typing import Any, Final, NamedTuple
 
 from streams.errors import EventDecodeError
 from streams.settings import CALL_CATEGORIES
-from streams.timefmt import Millis, format_iso, parse_iso
+from streams.timefmt import Millis, format_iso, parse_canonical_iso, parse_iso
 
 CALL_STARTED: Final = "call_started"
 CALL_DIALED: Final = "call_dialed"
@@ -190,13 +190,16 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         return None
     ts = get("ts")
     if type(ts) is str:
-        try:
-            moment = _fromisoformat(ts)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            return None
-        ts = round(moment.timestamp() * 1000)
+        text = ts
+        ts = parse_canonical_iso(text)
+        if ts < 0:
+            try:
+                moment = _fromisoformat(text)
+            except ValueError:
+                return None
+            if moment.tzinfo is None:
+                return None
+            ts = round(moment.timestamp() * 1000)
     elif type(ts) is not int:
         return None
     kind = get("type")

@@ -39,7 +39,8 @@ class Leg(NamedTuple):
     closed: bool = False
 
     def has_event(self, event: Event) -> bool:
-        return event.event_id in map(_event_id, self.events)
+        event_id = event.event_id
+        return any(other.event_id == event_id for other in self.events)
 
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
         return _new(Leg, (self.key, (*self.events, event), (*self.origins, origin), self.closed))
