@@ -35,7 +35,8 @@ from streams.cdr import Cdr
 from streams.engine import Output
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
-from streams.stream_processor import Message, StateWrite, StreamProcessor
+from streams.stream_processor import StateWrite, StreamProcessor
+from streams.worker_consumer import Batch, BatchApp
 
 TABLE_NAME = "user-state"
 log = logging.getLogger(__name__)
@@ -101,13 +102,13 @@ def _broker_urls(servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in servers.split(",") if server.strip()]
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> BatchApp:
     """The Faust app of the worker, configured from `settings`."""
     kafka, worker = settings.kafka, settings.worker
     app_options: dict[str, Any] = {}
     if kafka.security_protocol != "PLAINTEXT":
         app_options["broker_credentials"] = _credentials(settings)
-    app = faust.App(
+    app = BatchApp(
         worker.app_id,
         broker=_broker_urls(kafka.bootstrap_servers),
         store=worker.store,
@@ -117,6 +118,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=worker.batch_size,
         producer_acks=-1,
         processing_guarantee="at_least_once",
         broker_commit_interval=worker.commit_interval_seconds,
@@ -151,38 +153,42 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def _wire(app: faust.App, settings: Settings) -> None:
+def _wire(app: BatchApp, settings: Settings) -> None:
     kafka, worker = settings.kafka, settings.worker
     events_topic = app.topic(
         kafka.call_events_topic, kafka.dtmf_events_topic, key_type=bytes, value_type=bytes
     )
-    cdr_topic = app.topic(kafka.cdr_topic, key_type=bytes, value_type=bytes)
-    dlq_topic = app.topic(kafka.dlq_topic, key_type=bytes, value_type=bytes)
+    app.topics.add(events_topic)  # subscribed; read by the batch path, not by an agent
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
     processor = StreamProcessor(settings)
     metrics = Metrics()
     lock = asyncio.Lock()
 
     async def publish(outputs: Sequence[Output]) -> None:
+        """Send every CDR and dead letter, then wait until all are delivered."""
+        if not outputs:
+            return
+        send = app.producer.send
         pending = []
+        cdrs: Tally[str] = Tally()
+        letters = 0
         for item in outputs:
             if isinstance(item, Cdr):
                 value = encode_cdr_message(item, kafka.cdr_encoding)
                 pending.append(
-                    await cdr_topic.send(key=item.cdr_id.encode(), value=value, force=True)
+                    await send(kafka.cdr_topic, item.cdr_id.encode(), value, None, None, None)
                 )
-                metrics.cdrs.labels(item.record_type).inc()
+                cdrs[item.record_type] += 1
             else:
-                pending.append(
-                    await dlq_topic.send(
-                        key=None if item.event_id is None else item.event_id.encode(),
-                        value=encode_dead_letter_message(item, kafka.cdr_encoding),
-                        force=True,
-                    )
-                )
-                metrics.dead_letters.inc()
-        if pending:
-            await asyncio.gather(*pending)
+                key = None if item.event_id is None else item.event_id.encode()
+                value = encode_dead_letter_message(item, kafka.cdr_encoding)
+                pending.append(await send(kafka.dlq_topic, key, value, None, None, None))
+                letters += 1
+        await asyncio.gather(*pending)
+        for record_type, count in cdrs.items():
+            metrics.cdrs.labels(record_type).inc(count)
+        if letters:
+            metrics.dead_letters.inc(letters)
 
     async def persist() -> None:
         writes: list[StateWrite] = list(processor.state_writes())
@@ -215,33 +221,28 @@ def _wire(app: faust.App, settings: Settings) -> None:
         committed = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
         return bool(highwater > (committed or 0))
 
-    async def process(batch: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(batch: Batch, revocations: int) -> None:
+        """One fetch of event records: CDRs and dead letters delivered, then the changed
+        state persisted, then the offsets committable."""
+        consumer = app.batch_consumer
         async with lock:
-            messages = [
-                Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                for e in batch
-            ]
-            processor.restore({m.partition for m in messages}, table.data, time.time())
-            for topic, count in Tally(m.topic for m in messages).items():
+            if consumer.revocations != revocations:
+                return  # partitions were revoked since the fetch: Faust reads them again
+            processor.restore({tp.partition for tp, _ in batch}, table.data, time.time())
+            counts: Tally[str] = Tally()
+            for tp, records in batch:
+                counts[tp.topic] += len(records)
+            for topic, count in counts.items():
                 metrics.events.labels(topic).inc(count)
+            messages = [record for _, records in batch for record in records]
             await publish(processor.handle(messages, time.time(), backlog))
             await persist()
+            for tp, records in batch:
+                consumer.mark_processed(tp, records[-1].offset)
 
-    @app.agent(events_topic, name="correlate")
-    async def correlate(stream: faust.StreamT[bytes]) -> None:
-        batches = stream.take_events(  # type: ignore[attr-defined]
-            worker.batch_size, within=worker.batch_timeout_seconds
-        )
-        async for batch in batches:
-            # take_events acknowledges the batch when this body ends, even when the worker
-            # is being stopped: so a batch, once begun, is finished (its CDRs delivered and
-            # its state persisted) before the stop goes on.
-            task = asyncio.ensure_future(process(batch))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
+    app.batch_topics = frozenset(events_topic.topics)
+    app.batch_handler = process
+    app.batch_wait_seconds = worker.batch_timeout_seconds
 
     @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:
