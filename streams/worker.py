@@ -23,12 +23,13 @@ import ssl
 import time
 import weakref
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from streams.cdr import Cdr
@@ -164,33 +165,45 @@ def _wire(app: BatchApp, settings: Settings) -> None:
     metrics = Metrics()
     lock = asyncio.Lock()
 
+    # What was done since the last checkpoint: deliveries not yet awaited, and the last
+    # offset handled of each event partition.
+    deliveries: list[Awaitable[Any]] = []
+    handled: dict[TP, int] = {}
+    last_checkpoint = [time.monotonic()]
+    checkpoint_every = worker.commit_interval_seconds / 2
+
     async def publish(outputs: Sequence[Output]) -> None:
-        """Send every CDR and dead letter, then wait until all are delivered."""
-        if not outputs:
-            return
+        """Send every CDR and dead letter (their deliveries are awaited at the next
+        checkpoint)."""
         send = app.producer.send
-        pending = []
         cdrs: Tally[str] = Tally()
         letters = 0
         for item in outputs:
             if isinstance(item, Cdr):
                 value = encode_cdr_message(item, kafka.cdr_encoding)
-                pending.append(
+                deliveries.append(
                     await send(kafka.cdr_topic, item.cdr_id.encode(), value, None, None, None)
                 )
                 cdrs[item.record_type] += 1
             else:
                 key = None if item.event_id is None else item.event_id.encode()
                 value = encode_dead_letter_message(item, kafka.cdr_encoding)
-                pending.append(await send(kafka.dlq_topic, key, value, None, None, None))
+                deliveries.append(await send(kafka.dlq_topic, key, value, None, None, None))
                 letters += 1
-        await asyncio.gather(*pending)
         for record_type, count in cdrs.items():
             metrics.cdrs.labels(record_type).inc(count)
         if letters:
             metrics.dead_letters.inc(letters)
 
-    async def persist() -> None:
+    async def checkpoint() -> None:
+        """Every CDR and dead letter sent so far delivered; then every user state changed
+        since the last checkpoint written to the table (one write per user, however many
+        batches changed it) and the producer flushed; only then the offsets handled
+        committable. Called with the lock held."""
+        if deliveries:
+            pending = list(deliveries)
+            deliveries.clear()
+            await asyncio.gather(*pending)
         writes: list[StateWrite] = list(processor.state_writes())
         for write in writes:
             with _in_partition(kafka.call_events_topic, write.partition):
@@ -200,7 +213,15 @@ def _wire(app: BatchApp, settings: Settings) -> None:
                     table[write.key] = write.value
         if writes:
             await app.producer.flush()
+        consumer = app.batch_consumer
+        for tp, offset in handled.items():
+            consumer.mark_processed(tp, offset)
+        handled.clear()
         metrics.open_legs.set(processor.open_legs)
+        last_checkpoint[0] = time.monotonic()
+
+    def checkpoint_due() -> bool:
+        return time.monotonic() - last_checkpoint[0] >= checkpoint_every
 
     def backlog(topic: str, partition: int) -> bool:
         """True while that topic partition has messages this worker has not read: its
@@ -222,26 +243,32 @@ def _wire(app: BatchApp, settings: Settings) -> None:
         return bool(highwater > (committed or 0))
 
     async def process(batch: Batch, revocations: int) -> None:
-        """One fetch of event records: CDRs and dead letters delivered, then the changed
-        state persisted, then the offsets committable."""
-        consumer = app.batch_consumer
+        """One fetch of event records: fed to the engines, what they issue sent at once;
+        a checkpoint when one is due."""
         async with lock:
-            if consumer.revocations != revocations:
+            if app.batch_consumer.revocations != revocations:
                 return  # partitions were revoked since the fetch: Faust reads them again
             processor.restore({tp.partition for tp, _ in batch}, table.data, time.time())
             counts: Tally[str] = Tally()
             for tp, records in batch:
                 counts[tp.topic] += len(records)
+                handled[tp] = records[-1].offset
             for topic, count in counts.items():
                 metrics.events.labels(topic).inc(count)
             messages = [record for _, records in batch for record in records]
             await publish(processor.handle(messages, time.time(), backlog))
-            await persist()
-            for tp, records in batch:
-                consumer.mark_processed(tp, records[-1].offset)
+            if checkpoint_due():
+                await checkpoint()
+
+    async def on_stop() -> None:
+        """The fetcher has stopped (SIGTERM): persist what was done, so that the
+        consumer's last commit takes it."""
+        async with lock:
+            await checkpoint()
 
     app.batch_topics = frozenset(events_topic.topics)
     app.batch_handler = process
+    app.batch_on_stop = on_stop
     app.batch_wait_seconds = worker.batch_timeout_seconds
 
     @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))  # type: ignore[untyped-decorator]
@@ -259,15 +286,15 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             }
             metrics.partitions.set(len(assigned))
             processor.restore(assigned, table.data, time.time())
-            outputs = processor.idle_flush(time.time(), backlog)
-            if outputs:
-                await publish(outputs)
-                await persist()
+            await publish(processor.idle_flush(time.time(), backlog))
+            if checkpoint_due() or deliveries:
+                await checkpoint()
             _update_lag(app, processor, metrics)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         async with lock:
+            await checkpoint()  # the state of what was done, for whoever gets them next
             processor.forget(
                 {tp.partition for tp in revoked if tp.topic == kafka.call_events_topic}
             )
@@ -332,4 +359,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # No terminal spinner: it puts the root logger at DEBUG, so that every debug call of
+    # aiokafka and Faust (several per message produced) builds a log record for nothing.
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -207,6 +207,13 @@ class BatchApp(faust.App):
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     batch_wait_seconds: float = 1.0  # how long one fetch waits for records to come
+    # called once the fetcher has stopped, before the consumer's last commit
+    batch_on_stop: Callable[[], Awaitable[None]] | None = None
+
+    async def _stop_fetcher(self) -> None:
+        await super()._stop_fetcher()
+        if self.batch_on_stop is not None:
+            await self.batch_on_stop()
 
     def _new_transport(self) -> BatchTransport:
         return BatchTransport(self.conf.broker_consumer, self)
