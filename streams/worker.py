@@ -1,13 +1,16 @@
 """`cdrstream worker`: the Faust shell around the engine (SPEC sections 3 to 5).
 
-One agent reads both event topics (co-partitioned by user_id) in batches; a
-`StreamProcessor` keeps one engine per partition; per-user state lives in the Faust table
-`user-state` (changelog-backed; memory or RocksDB). For each batch, in this order:
+The event topics (co-partitioned by user_id) are read in batches straight from Faust's
+consumer (`streams.worker_consumer`: one handler call per fetch, off Faust's per-message
+stream path). A `StreamProcessor` keeps one engine per partition; per-user state lives in
+the Faust table `user-state` (changelog-backed; memory or RocksDB). Each batch's CDRs and
+dead letters are sent at once. At each checkpoint (every half commit interval, at the idle
+flush, on revocation and when the fetcher stops), in this order:
 
-1. every CDR and dead letter the batch issued is produced and its delivery awaited;
-2. the changed user states go to the table (and its changelog), and the producer is
-   flushed;
-3. only then are the batch's events acknowledged, so their offsets can be committed.
+1. every CDR and dead letter sent so far is delivered (awaited);
+2. each user state changed since the last checkpoint goes to the table (and its
+   changelog), and the producer is flushed;
+3. only then do the handled events' offsets become committable.
 
 A crash at any point replays events whose effects were not all persisted; the engine
 ignores re-deliveries and issues the same CDR versions again (same key, same content), so
