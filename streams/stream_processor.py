@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
@@ -48,6 +48,20 @@ Backlog = Callable[[str, int], bool]
 
 def no_backlog(topic: str, partition: int) -> bool:
     return False
+
+
+class Record(Protocol):
+    """A consumed message as the processor reads it (a `Message`, or aiokafka's
+    ConsumerRecord as the worker's consumer fetched it)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class Message(NamedTuple):
@@ -175,7 +189,7 @@ class StreamProcessor:
     # ------------------------------------------------------------ events
 
     def handle(
-        self, messages: Iterable[Message], wall: float, backlog: Backlog = no_backlog
+        self, messages: Iterable[Record], wall: float, backlog: Backlog = no_backlog
     ) -> list[Output]:
         """Decode and feed a batch of messages, then move each partition's event time on;
         return what the engines issued."""

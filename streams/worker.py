@@ -1,13 +1,16 @@
 """`cdrstream worker`: the Faust shell around the engine (SPEC sections 3 to 5).
 
-One agent reads both event topics (co-partitioned by user_id) in batches; a
-`StreamProcessor` keeps one engine per partition; per-user state lives in the Faust table
-`user-state` (changelog-backed; memory or RocksDB). For each batch, in this order:
+The event topics (co-partitioned by user_id) are read in batches straight from Faust's
+consumer (`streams.worker_consumer`: one handler call per fetch, off Faust's per-message
+stream path). A `StreamProcessor` keeps one engine per partition; per-user state lives in
+the Faust table `user-state` (changelog-backed; memory or RocksDB). Each batch's CDRs and
+dead letters are sent at once. At each checkpoint (every half commit interval, at the idle
+flush, on revocation and when the fetcher stops), in this order:
 
-1. every CDR and dead letter the batch issued is produced and its delivery awaited;
-2. the changed user states go to the table (and its changelog), and the producer is
-   flushed;
-3. only then are the batch's events acknowledged, so their offsets can be committed.
+1. every CDR and dead letter sent so far is delivered (awaited);
+2. each user state changed since the last checkpoint goes to the table (and its
+   changelog), and the producer is flushed;
+3. only then do the handled events' offsets become committable.
 
 A crash at any point replays events whose effects were not all persisted; the engine
 ignores re-deliveries and issues the same CDR versions again (same key, same content), so
@@ -23,19 +26,21 @@ import ssl
 import time
 import weakref
 from collections import Counter as Tally
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import faust
 from faust.streams import _current_event
+from faust.types import TP
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from streams.cdr import Cdr
 from streams.engine import Output
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
-from streams.stream_processor import Message, StateWrite, StreamProcessor
+from streams.stream_processor import StateWrite, StreamProcessor
+from streams.worker_consumer import Batch, BatchApp
 
 TABLE_NAME = "user-state"
 log = logging.getLogger(__name__)
@@ -101,13 +106,13 @@ def _broker_urls(servers: str) -> list[str]:
     return [f"kafka://{server.strip()}" for server in servers.split(",") if server.strip()]
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> BatchApp:
     """The Faust app of the worker, configured from `settings`."""
     kafka, worker = settings.kafka, settings.worker
     app_options: dict[str, Any] = {}
     if kafka.security_protocol != "PLAINTEXT":
         app_options["broker_credentials"] = _credentials(settings)
-    app = faust.App(
+    app = BatchApp(
         worker.app_id,
         broker=_broker_urls(kafka.bootstrap_servers),
         store=worker.store,
@@ -117,6 +122,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=worker.batch_size,
         producer_acks=-1,
         processing_guarantee="at_least_once",
         broker_commit_interval=worker.commit_interval_seconds,
@@ -151,40 +157,56 @@ def _credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(ssl_context)
 
 
-def _wire(app: faust.App, settings: Settings) -> None:
+def _wire(app: BatchApp, settings: Settings) -> None:
     kafka, worker = settings.kafka, settings.worker
     events_topic = app.topic(
         kafka.call_events_topic, kafka.dtmf_events_topic, key_type=bytes, value_type=bytes
     )
-    cdr_topic = app.topic(kafka.cdr_topic, key_type=bytes, value_type=bytes)
-    dlq_topic = app.topic(kafka.dlq_topic, key_type=bytes, value_type=bytes)
+    app.topics.add(events_topic)  # subscribed; read by the batch path, not by an agent
     table = app.Table(TABLE_NAME, key_type=bytes, value_type=bytes, partitions=kafka.partitions)
     processor = StreamProcessor(settings)
     metrics = Metrics()
     lock = asyncio.Lock()
 
+    # What was done since the last checkpoint: deliveries not yet awaited, and the last
+    # offset handled of each event partition.
+    deliveries: list[Awaitable[Any]] = []
+    handled: dict[TP, int] = {}
+    last_checkpoint = [time.monotonic()]
+    checkpoint_every = worker.commit_interval_seconds / 2
+
     async def publish(outputs: Sequence[Output]) -> None:
-        pending = []
+        """Send every CDR and dead letter (their deliveries are awaited at the next
+        checkpoint)."""
+        send = app.producer.send
+        cdrs: Tally[str] = Tally()
+        letters = 0
         for item in outputs:
             if isinstance(item, Cdr):
                 value = encode_cdr_message(item, kafka.cdr_encoding)
-                pending.append(
-                    await cdr_topic.send(key=item.cdr_id.encode(), value=value, force=True)
+                deliveries.append(
+                    await send(kafka.cdr_topic, item.cdr_id.encode(), value, None, None, None)
                 )
-                metrics.cdrs.labels(item.record_type).inc()
+                cdrs[item.record_type] += 1
             else:
-                pending.append(
-                    await dlq_topic.send(
-                        key=None if item.event_id is None else item.event_id.encode(),
-                        value=encode_dead_letter_message(item, kafka.cdr_encoding),
-                        force=True,
-                    )
-                )
-                metrics.dead_letters.inc()
-        if pending:
-            await asyncio.gather(*pending)
+                key = None if item.event_id is None else item.event_id.encode()
+                value = encode_dead_letter_message(item, kafka.cdr_encoding)
+                deliveries.append(await send(kafka.dlq_topic, key, value, None, None, None))
+                letters += 1
+        for record_type, count in cdrs.items():
+            metrics.cdrs.labels(record_type).inc(count)
+        if letters:
+            metrics.dead_letters.inc(letters)
 
-    async def persist() -> None:
+    async def checkpoint() -> None:
+        """Every CDR and dead letter sent so far delivered; then every user state changed
+        since the last checkpoint written to the table (one write per user, however many
+        batches changed it) and the producer flushed; only then the offsets handled
+        committable. Called with the lock held."""
+        if deliveries:
+            pending = list(deliveries)
+            deliveries.clear()
+            await asyncio.gather(*pending)
         writes: list[StateWrite] = list(processor.state_writes())
         for write in writes:
             with _in_partition(kafka.call_events_topic, write.partition):
@@ -194,7 +216,15 @@ def _wire(app: faust.App, settings: Settings) -> None:
                     table[write.key] = write.value
         if writes:
             await app.producer.flush()
+        consumer = app.batch_consumer
+        for tp, offset in handled.items():
+            consumer.mark_processed(tp, offset)
+        handled.clear()
         metrics.open_legs.set(processor.open_legs)
+        last_checkpoint[0] = time.monotonic()
+
+    def checkpoint_due() -> bool:
+        return time.monotonic() - last_checkpoint[0] >= checkpoint_every
 
     def backlog(topic: str, partition: int) -> bool:
         """True while that topic partition has messages this worker has not read: its
@@ -215,33 +245,34 @@ def _wire(app: faust.App, settings: Settings) -> None:
         committed = consumer._read_offset.get(tp)  # type: ignore[attr-defined]
         return bool(highwater > (committed or 0))
 
-    async def process(batch: Sequence[faust.EventT[bytes]]) -> None:
+    async def process(batch: Batch, revocations: int) -> None:
+        """One fetch of event records: fed to the engines, what they issue sent at once;
+        a checkpoint when one is due."""
         async with lock:
-            messages = [
-                Message(e.message.topic, e.message.partition, e.message.offset, e.message.value)
-                for e in batch
-            ]
-            processor.restore({m.partition for m in messages}, table.data, time.time())
-            for topic, count in Tally(m.topic for m in messages).items():
+            if app.batch_consumer.revocations != revocations:
+                return  # partitions were revoked since the fetch: Faust reads them again
+            processor.restore({tp.partition for tp, _ in batch}, table.data, time.time())
+            counts: Tally[str] = Tally()
+            for tp, records in batch:
+                counts[tp.topic] += len(records)
+                handled[tp] = records[-1].offset
+            for topic, count in counts.items():
                 metrics.events.labels(topic).inc(count)
+            messages = [record for _, records in batch for record in records]
             await publish(processor.handle(messages, time.time(), backlog))
-            await persist()
+            if checkpoint_due():
+                await checkpoint()
 
-    @app.agent(events_topic, name="correlate")
-    async def correlate(stream: faust.StreamT[bytes]) -> None:
-        batches = stream.take_events(  # type: ignore[attr-defined]
-            worker.batch_size, within=worker.batch_timeout_seconds
-        )
-        async for batch in batches:
-            # take_events acknowledges the batch when this body ends, even when the worker
-            # is being stopped: so a batch, once begun, is finished (its CDRs delivered and
-            # its state persisted) before the stop goes on.
-            task = asyncio.ensure_future(process(batch))
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
+    async def on_stop() -> None:
+        """The fetcher has stopped (SIGTERM): persist what was done, so that the
+        consumer's last commit takes it."""
+        async with lock:
+            await checkpoint()
+
+    app.batch_topics = frozenset(events_topic.topics)
+    app.batch_handler = process
+    app.batch_on_stop = on_stop
+    app.batch_wait_seconds = worker.batch_timeout_seconds
 
     @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:
@@ -258,15 +289,15 @@ def _wire(app: faust.App, settings: Settings) -> None:
             }
             metrics.partitions.set(len(assigned))
             processor.restore(assigned, table.data, time.time())
-            outputs = processor.idle_flush(time.time(), backlog)
-            if outputs:
-                await publish(outputs)
-                await persist()
+            await publish(processor.idle_flush(time.time(), backlog))
+            if checkpoint_due() or deliveries:
+                await checkpoint()
             _update_lag(app, processor, metrics)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
         async with lock:
+            await checkpoint()  # the state of what was done, for whoever gets them next
             processor.forget(
                 {tp.partition for tp in revoked if tp.topic == kafka.call_events_topic}
             )
@@ -331,4 +362,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     Path(settings.worker.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    # No terminal spinner: it puts the root logger at DEBUG, so that every debug call of
+    # aiokafka and Faust (several per message produced) builds a log record for nothing.
+    worker.spinner = None
     worker.execute_from_commandline()
