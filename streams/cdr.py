@@ -177,13 +177,28 @@ class Cdr:
         return _content(self) == _content(other)
 
     def to_json_dict(self) -> dict[str, Any]:
-        out = dict(zip(CDR_FIELDS, _all_fields(self), strict=True))
-        out["start_time"] = _iso_or_none(self.start_time)
-        out["answer_time"] = _iso_or_none(self.answer_time)
-        out["release_time"] = _iso_or_none(self.release_time)
-        out["account_code_entries"] = [entry.to_json_dict() for entry in self.account_code_entries]
-        out["legs"] = [leg.to_json_dict() for leg in self.legs]
-        return out
+        # spelled out (in CDR_FIELDS order, which a test checks): the hot path of file mode
+        return {
+            "cdr_id": self.cdr_id, "version": self.version, "record_type": self.record_type,
+            "switch_id": self.switch_id, "user_id": self.user_id, "group_id": self.group_id,
+            "call_id": self.call_id, "network_call_id": self.network_call_id,
+            "direction": self.direction, "calling_number": self.calling_number,
+            "called_number": self.called_number, "call_category": self.call_category,
+            "start_time": format_iso(self.start_time),
+            "answer_time": _iso_or_none(self.answer_time),
+            "release_time": format_iso(self.release_time),
+            "answered": self.answered, "duration_ms": self.duration_ms,
+            "talk_ms": self.talk_ms, "hold_ms": self.hold_ms, "cause": self.cause,
+            "releasing_party": self.releasing_party, "account_code": self.account_code,
+            "account_code_status": self.account_code_status,
+            "account_code_required": self.account_code_required,
+            "account_code_entries": [entry.to_json_dict() for entry in self.account_code_entries],
+            "client_name": self.client_name, "code_known": self.code_known,
+            "applied_to_cdr_id": self.applied_to_cdr_id,
+            "legs": [leg.to_json_dict() for leg in self.legs],
+            "user_timezone": self.user_timezone, "local_date": self.local_date,
+            "billable": self.billable,
+        }
 
 
 CDR_FIELDS: Final[tuple[str, ...]] = tuple(field.name for field in fields(Cdr))

@@ -174,13 +174,12 @@ def decode_event(raw: Any) -> Event:
 def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
     """The fast path of `decode_event`: the Event where every check passes, else None
     (and `_decode_checked` says what is wrong). Checks the same as `_decode_checked`."""
-    get = raw.get
-    seq = get("seq")
-    event_id = get("event_id")
-    switch_id = get("switch_id")
-    user_id = get("user_id")
-    group_id = get("group_id")
-    call_id = get("call_id")
+    seq = raw.get("seq")
+    event_id = raw.get("event_id")
+    switch_id = raw.get("switch_id")
+    user_id = raw.get("user_id")
+    group_id = raw.get("group_id")
+    call_id = raw.get("call_id")
     if not (
         type(seq) is int and seq >= 0
         and type(event_id) is str and event_id and type(switch_id) is str and switch_id
@@ -188,7 +187,7 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         and type(call_id) is str and call_id
     ):
         return None
-    ts = get("ts")
+    ts = raw.get("ts")
     if type(ts) is str:
         text = ts
         ts = parse_canonical_iso(text)
@@ -202,11 +201,11 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
             ts = round(moment.timestamp() * 1000)
     elif type(ts) is not int:
         return None
-    kind = get("type")
+    kind = raw.get("type")
     if type(kind) is not str:
         return None
     if kind == DTMF:
-        digit = get("digit")
+        digit = raw.get("digit")
         if type(digit) is str and digit in DIGITS:
             return _new(Event, (
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
@@ -218,29 +217,29 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
             None, None, None, None, None, None, None, None, None, None, None,
         ))
     elif kind == CALL_RELEASED:
-        cause = get("cause")
-        releasing = get("releasing_party")
+        cause = raw.get("cause")
+        releasing = raw.get("releasing_party")
         if type(cause) is str and cause and (releasing is None or releasing in _RELEASING):
             return _new(Event, (
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
                 None, None, None, None, None, None, None, None, cause, releasing, None,
             ))
     elif kind == CALL_DIALED:
-        called = get("called_number")
-        category = get("call_category")
+        called = raw.get("called_number")
+        category = raw.get("call_category")
         if type(called) is str and called and type(category) is str and category in _CATEGORIES:
             return _new(Event, (
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
                 None, None, called, None, None, None, None, category, None, None, None,
             ))
     elif kind == CALL_STARTED:
-        direction = get("direction")
-        calling = get("calling_number")
-        called = get("called_number")
-        network = get("network_call_id")
-        related = get("related_call_id")
-        reason = get("related_reason")
-        zone = get("user_timezone")
+        direction = raw.get("direction")
+        calling = raw.get("calling_number")
+        called = raw.get("called_number")
+        network = raw.get("network_call_id")
+        related = raw.get("related_call_id")
+        reason = raw.get("related_reason")
+        zone = raw.get("user_timezone")
         if (
             type(direction) is str and direction in DIRECTIONS
             and (calling is None or type(calling) is str)

@@ -238,3 +238,24 @@ def test_avro_output_is_reproducible(tmp_path: Path) -> None:
         assert main(["process", *arguments]) == 0
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_a_cdr_json_form_is_every_field_in_spec_order() -> None:
+    """`Cdr.to_json_dict` spells its fields out (a hot path): they must be CDR_FIELDS, in
+    that order, each the field's value (times as ISO text, entries and legs as objects)."""
+    from streams.cdr import CDR_FIELDS
+    from streams.timefmt import format_iso
+
+    cdrs = run(settings(correction_window_seconds=120), *busy_day()).cdrs
+    assert {c.record_type for c in cdrs} >= {"call", "code_entry"}
+    assert any(c.legs for c in cdrs) and any(c.account_code_entries for c in cdrs)
+    for cdr in cdrs:
+        document = cdr.to_json_dict()
+        assert tuple(document) == CDR_FIELDS
+        for name in CDR_FIELDS:
+            value = getattr(cdr, name)
+            if name.endswith("_time"):
+                value = None if value is None else format_iso(value)
+            elif name in ("account_code_entries", "legs"):
+                value = [item.to_json_dict() for item in value]
+            assert document[name] == value, name
