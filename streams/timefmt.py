@@ -17,14 +17,31 @@ _minute_text: dict[int, str] = {}
 _minute_ms: dict[str, int] = {}
 
 
+class _Second:
+    """The second of the last canonical timestamp parsed (events come roughly in time
+    order): its text `YYYY-MM-DDTHH:MM:SS` and epoch milliseconds."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.ms = 0
+
+
+_last = _Second()
+
+
 def parse_canonical_iso(text: str) -> Millis:
     """`parse_iso` of the canonical form `YYYY-MM-DDTHH:MM:SS.mmmZ`, reading the text of
     each minute once; -1 for any other text (then `parse_iso` says what it is)."""
-    if len(text) != 24 or text[23] != "Z" or text[19] != "." or text[16] != ":":
+    if len(text) != 24 or text[23] != "Z" or text[19] != ".":
         return -1
-    seconds = text[17:19]
     millis = text[20:23]
-    if not (seconds.isascii() and seconds.isdigit() and millis.isascii() and millis.isdigit()):
+    if not (millis.isascii() and millis.isdigit()):
+        return -1
+    last = _last
+    if last.text and text.startswith(last.text):
+        return last.ms + int(millis)
+    seconds = text[17:19]
+    if text[16] != ":" or not (seconds.isascii() and seconds.isdigit()):
         return -1
     second = int(seconds)
     if second >= 60:
@@ -39,7 +56,9 @@ def parse_canonical_iso(text: str) -> Millis:
         if len(_minute_ms) >= _CACHE_LIMIT:
             _minute_ms.clear()
         minute = _minute_ms[prefix] = round(moment.timestamp() * 1000)
-    return minute + second * 1000 + int(millis)
+    last.text = text[:19]
+    last.ms = minute + second * 1000
+    return last.ms + int(millis)
 
 
 def parse_iso(text: str) -> Millis:
