@@ -21,7 +21,7 @@ ORPHAN: Final = "orphan"
 INCOMPLETE: Final = "incomplete"
 
 
-@dataclass(init=False, unsafe_hash=True)
+@dataclass(init=False)
 class CodeEntry:
     """One account-code entry: complete or not, pre-dial or on a second line."""
 
@@ -47,12 +47,25 @@ class CodeEntry:
             "entry_call_id": self.entry_call_id, "entered_at": format_iso(self.entered_at),
         }
 
+    def __eq__(self, other: object) -> bool:
+        # spelled out: a dataclass's generated __eq__ stays interpreted in the compiled core
+        if not isinstance(other, CodeEntry):
+            return NotImplemented
+        return (
+            self.entered_at == other.entered_at and self.entry_call_id == other.entry_call_id
+            and self.code == other.code and self.complete == other.complete
+            and self.via == other.via
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.code, self.complete, self.via, self.entry_call_id, self.entered_at))
+
     def __reduce__(self) -> tuple[type[CodeEntry], tuple[Any, ...]]:
         # pickled by its fields: the compiled core's classes have no slots to restore
         return CodeEntry, (self.code, self.complete, self.via, self.entry_call_id, self.entered_at)
 
 
-@dataclass(init=False, unsafe_hash=True)
+@dataclass(init=False)
 class LegSummary:
     """A Simultaneous Ring leg folded into its call."""
 
@@ -79,6 +92,21 @@ class LegSummary:
             "answered": self.answered, "answer_time": _iso_or_none(self.answer_time),
             "release_time": _iso_or_none(self.release_time),
         }
+
+    def __eq__(self, other: object) -> bool:
+        # spelled out: a dataclass's generated __eq__ stays interpreted in the compiled core
+        if not isinstance(other, LegSummary):
+            return NotImplemented
+        return (
+            self.call_id == other.call_id and self.release_time == other.release_time
+            and self.answer_time == other.answer_time and self.answered == other.answered
+            and self.called_number == other.called_number
+        )
+
+    def __hash__(self) -> int:
+        return hash(
+            (self.call_id, self.called_number, self.answered, self.answer_time, self.release_time)
+        )
 
     def __reduce__(self) -> tuple[type[LegSummary], tuple[Any, ...]]:
         # pickled by its fields: the compiled core's classes have no slots to restore

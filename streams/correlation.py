@@ -89,7 +89,7 @@ def view_user(facts: Mapping[LegKey, LegFacts]) -> UserView:
     calls: dict[LegKey, Call] = {}
     code_entry_legs: dict[LegKey, LegFacts] = {}
     undecided: list[LegFacts] = []
-    for key in sorted(facts):
+    for key in sorted(facts) if len(facts) > 1 else list(facts):
         leg = facts[key]
         kind = leg.kind
         if kind == CODE_ENTRY_LEG:

@@ -56,23 +56,25 @@ class Tombstone(NamedTuple):
 
 @dataclass(init=False, unsafe_hash=True)
 class UserState:
-    """One user's calls in flight. Treated as immutable: every change makes a new one.
+    """One user's calls in flight. Treated as immutable: every change makes a new one
+    (its dicts are never changed in place; they are dicts, not Mappings, because the
+    compiled core reads dicts much faster).
 
     `issued` holds the latest issued version of each CDR still in memory; `due` is the
     earliest event time at which `evaluate_user` has something to do; `waiting` is set
     while a call waits for an undecided second line.
     """
 
-    legs: Final[Mapping[LegKey, Leg]]
-    issued: Final[Mapping[str, Cdr]]
-    tombstones: Final[Mapping[LegKey, Tombstone]]
+    legs: Final[dict[LegKey, Leg]]
+    issued: Final[dict[str, Cdr]]
+    tombstones: Final[dict[LegKey, Tombstone]]
     due: Final[Millis | None]
     waiting: Final[bool]
 
     def __init__(
         self,
-        legs: Mapping[LegKey, Leg], issued: Mapping[str, Cdr],
-        tombstones: Mapping[LegKey, Tombstone], due: Millis | None = None, waiting: bool = False,
+        legs: dict[LegKey, Leg], issued: dict[str, Cdr],
+        tombstones: dict[LegKey, Tombstone], due: Millis | None = None, waiting: bool = False,
     ) -> None:
         self.legs = legs
         self.issued = issued
@@ -234,7 +236,9 @@ class _Evaluation:
         if built is None or self.issued.get(cdr_id) is not built[1]:
             return False
         before = built[0]
-        return len(before) == len(inputs) and all(map(_same_input, before, inputs))
+        return len(before) == len(inputs) and all(
+            _same_input(old, new) for old, new in zip(before, inputs, strict=True)
+        )
 
     def issue(self, built: Cdr, inputs: tuple[object, ...] = ()) -> None:
         cdr_id = built.cdr_id
@@ -294,7 +298,7 @@ def _clean_and_close(run: _Evaluation) -> dict[LegKey, LegFacts]:
     known = run.memo.facts
     legs = run.legs
     facts: dict[LegKey, LegFacts] = {}
-    for key in sorted(legs):
+    for key in sorted(legs) if len(legs) > 1 else list(legs):
         leg = legs[key]
         seen = known.get(key)
         if seen is not None and seen[0] is leg:
