@@ -318,7 +318,7 @@ class _DayWriter:
             "topic": record.topic, "partition": record.partition, "offset": record.offset,
             "timestamp": record.timestamp, "key": record.key,
             # (branch, value): the union's branch named, so the writer need not find it
-            "event": None if event is None else (EVENT_BODY, event._asdict()),
+            "event": None if event is None else (EVENT_BODY, event.as_dict()),
             "raw": None if event is not None else record.value,
         })
         if not self.records:

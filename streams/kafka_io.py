@@ -202,11 +202,11 @@ def stream_events(settings: Settings, events: Iterable[Event], rate: float | Non
         for event in events:
             if rate:
                 due = started + count / rate
-                stamped = event._replace(ts=round(max(time.time(), due) * 1000))
+                stamped = event.replace(ts=round(max(time.time(), due) * 1000))
             else:
                 if shift is None:
                     shift = round(started * 1000) - event.ts
-                stamped = event._replace(ts=event.ts + shift)
+                stamped = event.replace(ts=event.ts + shift)
                 due = stamped.ts / 1000
             wait = due - time.time()
             if wait > 0.002:

@@ -186,7 +186,7 @@ def _kind(
 
 
 def _synthetic_release(last: Event) -> Event:
-    return last._replace(
+    return last.replace(
         event_id=f"{last.event_id}#closed", type=ev.CALL_RELEASED, seq=last.seq + 1,
         cause=UNRELEASED_CAUSE, releasing_party=None, digit=None,
     )

@@ -130,7 +130,7 @@ def is_avro_path(path: str | Path) -> bool:
 
 def event_to_avro(event: Event) -> dict[str, Any]:
     """The Avro record of an event (timestamps as epoch milliseconds)."""
-    record = event._asdict()
+    record = event.as_dict()
     if event.type == DTMF:
         return {name: record[name] for name in _dtmf_fields()}
     del record["digit"]

@@ -186,7 +186,7 @@ def test_second_event_of_a_once_per_leg_type(kind: str) -> None:
 
 def test_duplicate_seq_keeps_the_same_event_whatever_the_order() -> None:
     leg = LegScript("z1").outbound(0).dial(1).answer(3).release(60)
-    other = leg.events[2]._replace(event_id="aa-other", ts=at(4))  # sorts before sw1:z1:2
+    other = leg.events[2].replace(event_id="aa-other", ts=at(4))  # sorts before sw1:z1:2
     for order in ([*leg.events, other], [other, *leg.events]):
         result = run(settings(), order)
         assert result.latest["sw1:z1"].answer_time == at(4)
@@ -229,7 +229,7 @@ def test_late_event_after_the_call_is_final() -> None:
     engine = Engine(settings())
     x1, y1 = good_legs()
     feed_all(engine, events_of(x1, y1))
-    answered_again = x1.events[ANSWERED]._replace(event_id="late-1", seq=30)
+    answered_again = x1.events[ANSWERED].replace(event_id="late-1", seq=30)
     [letter] = engine.feed(answered_again)
     assert letter.reason == "late event: call leg sw1:x1 is already final"  # type: ignore[union-attr]
 

@@ -126,7 +126,7 @@ def test_event_decoder_gives_what_the_canonical_one_gives(tmp_path: Path) -> Non
         assert isinstance(event, Event)
         messages += [encode_event_message(event, "avro"), encode_event_message(event, "json")]
     good = encode_event_message(events[1], "avro")  # type: ignore[arg-type]
-    bad_digit = dict(events[1]._asdict())  # type: ignore[union-attr]
+    bad_digit = dict(events[1].as_dict())  # type: ignore[union-attr]
     bad_digit["digit"] = "X"
     bad_digit = {k: bad_digit[k] for k in ("event_id", "type", "ts", "switch_id", "user_id",
                                            "group_id", "call_id", "seq", "digit")}

@@ -386,7 +386,7 @@ def test_disorder_within_settle_and_resends_give_the_same_cdrs(
     stats = SimulationStats()
     events = list(iter_events(day.settings, options, stats))
     assert stats.resends > 100 and len(events) == stats.events + stats.resends
-    assert events != day.events and sorted(events) != events
+    assert events != day.events and sorted(events, key=lambda e: e.ts) != events
     by_id: dict[str, Event] = {}
     for event in events:
         assert by_id.setdefault(event.event_id, event) == event  # a re-send is the same event
