@@ -58,8 +58,9 @@ def _timezone(settings: Settings, leg: LegFacts) -> str:
 def _held_ms(holds: Sequence[Hold], window_start: Millis, window_end: Millis) -> int:
     """Length of the union of hold intervals, clipped to the window."""
     spans = sorted(
-        (max(start, window_start), window_end if end is None else min(end, window_end))
-        for start, end in holds
+        (max(hold.start, window_start),
+         window_end if hold.end is None else min(hold.end, window_end))
+        for hold in holds
     )
     total, reach = 0, window_start
     for start, end in spans:

@@ -4,18 +4,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from streams.timefmt import Millis
 
 TERMINATORS = frozenset("*#")
 
 
-class Keyed(NamedTuple):
+@dataclass(init=False)
+class Keyed:
     """One dialing digit and when it was keyed."""
 
-    digit: str
-    ts: Millis
+    digit: Final[str]
+    ts: Final[Millis]
+
+    def __init__(self, digit: str, ts: Millis) -> None:
+        self.digit = digit
+        self.ts = ts
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Keyed):
+            return NotImplemented
+        return self.digit == other.digit and self.ts == other.ts
+
+    def __hash__(self) -> int:
+        return hash((self.digit, self.ts))
 
 
 @dataclass(init=False, unsafe_hash=True)

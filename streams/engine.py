@@ -158,14 +158,14 @@ def apply_event(
     leg = state.legs.get(key)
     due = state.due
     if leg is None:
-        leg = _new(Leg, (key, (event,), (origin,), False))
+        leg = Leg(key, (event,), (origin,), False)
         closes_at = ts + times.max_call_ms  # closes a leg that never ends
         if due is None or closes_at < due:
             due = closes_at
     elif leg.has_event(event):
         return state, None
     else:
-        leg = _new(Leg, (key, (*leg.events, event), (*leg.origins, origin), leg.closed))
+        leg = leg.with_event(event, origin)
         if kind == CALL_STARTED:
             due = _min(due, ts + times.max_call_ms)
     legs = {**state.legs, key: leg}
@@ -311,7 +311,7 @@ def _clean_and_close(run: _Evaluation) -> dict[LegKey, LegFacts]:
         if read.release is None and not leg.closed:
             closes_at = read.start_ts + run.times.max_call_ms
             if run.reached(closes_at):
-                leg = leg._replace(closed=True)
+                leg = leg.closed_now()
                 read = leg_facts(leg, settings)
             else:
                 run.wake_at(closes_at)

@@ -340,7 +340,7 @@ def _facts(settings: Settings, legs: dict[LegKey, Leg], watermark: Millis, final
         legs[key] = leg
         read = leg_facts(leg, settings)
         if read.release is None and (final or read.start_ts + settings.max_call_ms <= watermark):
-            read = leg_facts(leg._replace(closed=True), settings)  # closed, rule C8
+            read = leg_facts(leg.closed_now(), settings)  # closed, rule C8
         facts[key] = read
     return facts
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from operator import attrgetter
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from streams import events as ev
 from streams.deadletter import Origin
@@ -27,23 +26,52 @@ UNRELEASED_CAUSE = "unreleased"
 _UNIQUE_TYPES = frozenset({ev.CALL_STARTED, ev.CALL_DIALED, ev.CALL_ANSWERED, ev.CALL_RELEASED})
 
 
-class Leg(NamedTuple):
+@dataclass(init=False)
+class Leg:
     """Everything received for one leg, in arrival order (immutable: adding makes a new Leg).
 
-    `closed` is set when the leg was closed without a release (SPEC rule C8).
+    `closed` is set when the leg was closed without a release (SPEC rule C8). (A value
+    class with spelled-out methods, native in the compiled core, like `Event`.)
     """
 
-    key: LegKey
-    events: tuple[Event, ...]
-    origins: tuple[Origin | None, ...]
-    closed: bool = False
+    key: Final[LegKey]
+    events: Final[tuple[Event, ...]]
+    origins: Final[tuple[Origin | None, ...]]
+    closed: Final[bool]
+
+    def __init__(
+        self, key: LegKey, events: tuple[Event, ...], origins: tuple[Origin | None, ...],
+        closed: bool = False,
+    ) -> None:
+        self.key = key
+        self.events = events
+        self.origins = origins
+        self.closed = closed
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Leg):
+            return NotImplemented
+        return (
+            self.key == other.key and self.closed == other.closed
+            and self.events == other.events and self.origins == other.origins
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.key, self.events, self.origins, self.closed))
+
+    def __reduce__(self) -> tuple[type[Leg], tuple[Any, ...]]:
+        return Leg, (self.key, self.events, self.origins, self.closed)
 
     def has_event(self, event: Event) -> bool:
         event_id = event.event_id
         return any(other.event_id == event_id for other in self.events)
 
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
-        return _new(Leg, (self.key, (*self.events, event), (*self.origins, origin), self.closed))
+        return Leg(self.key, (*self.events, event), (*self.origins, origin), self.closed)
+
+    def closed_now(self) -> Leg:
+        """The leg closed without a release (rule C8)."""
+        return Leg(self.key, self.events, self.origins, True)
 
     def as_of(self, moment: Millis) -> Leg | None:
         """The leg as far as event time `moment` (its events with ts <= moment), or None
@@ -66,15 +94,27 @@ class Leg(NamedTuple):
         return mask
 
 
-_new = tuple.__new__
-_event_id = attrgetter("event_id")
-
-
-class Hold(NamedTuple):
+@dataclass(init=False)
+class Hold:
     """A hold: from `start` until retrieved or released (`end`; None while still held)."""
 
-    start: Millis
-    end: Millis | None
+    start: Final[Millis]
+    end: Final[Millis | None]
+
+    def __init__(self, start: Millis, end: Millis | None) -> None:
+        self.start = start
+        self.end = end
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Hold):
+            return NotImplemented
+        return self.start == other.start and self.end == other.end
+
+    def __hash__(self) -> int:
+        return hash((self.start, self.end))
+
+    def __reduce__(self) -> tuple[type[Hold], tuple[Any, ...]]:
+        return Hold, (self.start, self.end)
 
 
 class Rejected(NamedTuple):
@@ -276,7 +316,7 @@ def leg_facts(leg: Leg, settings: Settings) -> LegFacts:
         kind = event.type
         if kind == DTMF:
             if dialing:
-                digits.append(_new(Keyed, (event.digit or "", ts)))
+                digits.append(Keyed(event.digit or "", ts))
         elif kind == CALL_STARTED:
             started = event
         elif kind == CALL_DIALED:
