@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, cast
 
 from streams.cdr import Cdr, CodeEntry
 from streams.cdr_builder import build_call_cdr, build_code_entry_cdr, code_entry
@@ -31,25 +31,42 @@ HOLDBACK_DIGIT_TIMEOUTS = 4
 SEQ_MASK_LIMIT = 4096
 
 
-class Tombstone(NamedTuple):
+@dataclass(init=False)
+class Tombstone:
     """What is left of a leg that is final and out of memory: which seqs it had (so a
     re-delivery is recognised) and until when, in event time, this is kept."""
 
-    seqs: int | frozenset[int]
-    expires: Millis
+    seqs: Final[int | frozenset[int]]
+    expires: Final[Millis]
+
+    def __init__(self, seqs: int | frozenset[int], expires: Millis) -> None:
+        self.seqs = seqs
+        self.expires = expires
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Tombstone):
+            return NotImplemented
+        return self.expires == other.expires and self.seqs == other.seqs
+
+    def __hash__(self) -> int:
+        return hash((self.seqs, self.expires))
+
+    def __reduce__(self) -> tuple[type[Tombstone], tuple[Any, ...]]:
+        return Tombstone, (self.seqs, self.expires)
 
     def had(self, seq: int) -> bool:
-        if isinstance(self.seqs, int):
-            return seq < SEQ_MASK_LIMIT and bool(self.seqs >> seq & 1)
-        return seq in self.seqs
+        seqs = self.seqs
+        if isinstance(seqs, int):
+            return seq < SEQ_MASK_LIMIT and bool(seqs >> seq & 1)
+        return seq in seqs
 
     @staticmethod
     def of(leg: Leg, expires: Millis) -> Tombstone:
-        seqs = [event.seq for event in leg.events]
-        if seqs and max(seqs) >= SEQ_MASK_LIMIT:
-            return Tombstone(frozenset(seqs), expires)
         mask = 0
-        for seq in seqs:
+        for event in leg.events:
+            seq = event.seq
+            if seq >= SEQ_MASK_LIMIT:
+                return Tombstone(frozenset(e.seq for e in leg.events), expires)
             mask |= 1 << seq
         return Tombstone(mask, expires)
 
@@ -106,15 +123,16 @@ def late_letter(event: Event, origin: Origin | None, reason: str) -> DeadLetter:
     return DeadLetter(reason, origin, event.to_json_dict(), event.event_id)
 
 
-class _Times(NamedTuple):
+class _Times:
     """A `Settings`' durations in milliseconds, read once (they are properties)."""
 
-    settings: Settings
-    settle_ms: Millis
-    max_call_ms: Millis
-    correction_window_ms: Millis
-    redelivery_horizon_ms: Millis
-    digit_timeout_ms: Millis
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.settle_ms: Millis = settings.settle_ms
+        self.max_call_ms: Millis = settings.max_call_ms
+        self.correction_window_ms: Millis = settings.correction_window_ms
+        self.redelivery_horizon_ms: Millis = settings.redelivery_horizon_ms
+        self.digit_timeout_ms: Millis = settings.digit_timeout_ms
 
 
 _times_by_id: dict[int, _Times] = {}
@@ -125,10 +143,7 @@ def _times(settings: Settings) -> _Times:
     if times is None or times.settings is not settings:
         if len(_times_by_id) >= 64:
             _times_by_id.clear()
-        times = _times_by_id[id(settings)] = _Times(
-            settings, settings.settle_ms, settings.max_call_ms, settings.correction_window_ms,
-            settings.redelivery_horizon_ms, settings.digit_timeout_ms,
-        )
+        times = _times_by_id[id(settings)] = _Times(settings)
     return times
 
 
@@ -143,21 +158,24 @@ def apply_event(
     that is final and out of memory goes to the dead letters. (`times` are `settings`'
     durations, where the caller has them. `before` is event time before this event: a
     tombstone that expired by then counts as gone, whether or not it was swept yet.)"""
-    key = _new(LegKey, (event.switch_id, event.call_id))
+    # a plain tuple finds a LegKey in a dict (equal, same hash); a LegKey is made only
+    # for a new leg
+    lookup = cast(LegKey, (event.switch_id, event.call_id))
     if state.tombstones:
-        tombstone = state.tombstones.get(key)
+        tombstone = state.tombstones.get(lookup)
         if tombstone is not None and (before is None or tombstone.expires > before):
             if tombstone.had(event.seq):
                 return state, None
-            reason = f"late event: call leg {key.cdr_id} is already final"
+            reason = f"late event: call leg {event.switch_id}:{event.call_id} is already final"
             return state, late_letter(event, origin, reason)
     if times is None:
         times = _times(settings)
     ts = event.ts
     kind = event.type
-    leg = state.legs.get(key)
+    leg = state.legs.get(lookup)
     due = state.due
     if leg is None:
+        key = _new(LegKey, lookup)
         leg = Leg(key, (event,), (origin,), False)
         closes_at = ts + times.max_call_ms  # closes a leg that never ends
         if due is None or closes_at < due:
@@ -165,6 +183,7 @@ def apply_event(
     elif leg.has_event(event):
         return state, None
     else:
+        key = leg.key
         leg = leg.with_event(event, origin)
         if kind == CALL_STARTED:
             due = _min(due, ts + times.max_call_ms)
