@@ -3,15 +3,36 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 
-class Origin(NamedTuple):
-    """Where an event was read: a topic partition and offset, or a file and line number."""
+@dataclass(init=False)
+class Origin:
+    """Where an event was read: a topic partition and offset, or a file and line number.
+    (A value class with spelled-out methods, native in the compiled core.)"""
 
-    source: str
-    partition: int | None
-    offset: int
+    source: Final[str]
+    partition: Final[int | None]
+    offset: Final[int]
+
+    def __init__(self, source: str, partition: int | None, offset: int) -> None:
+        self.source = source
+        self.partition = partition
+        self.offset = offset
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Origin):
+            return NotImplemented
+        return (
+            self.offset == other.offset and self.partition == other.partition
+            and self.source == other.source
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.source, self.partition, self.offset))
+
+    def __reduce__(self) -> tuple[type[Origin], tuple[Any, ...]]:
+        return Origin, (self.source, self.partition, self.offset)
 
     def to_json_dict(self) -> dict[str, Any]:
         if self.partition is None:

@@ -449,7 +449,8 @@ def _issue_calls(
         if not call.released:
             continue
         final_at = call.release_time + settle_ms
-        issued = key.cdr_id in run.issued  # once issued (by an idle flush), stays final
+        cdr_id = key.cdr_id
+        issued = cdr_id in run.issued  # once issued (by an idle flush), stays final
         if not (final or final_at <= watermark or issued):
             run.wake_at(final_at)
             continue
@@ -463,9 +464,9 @@ def _issue_calls(
         entries = _call_entries(call, received.get(key, []))
         current.append(key)
         inputs = (*entries, None, call.root, *call.ring)
-        if run.unchanged(key.cdr_id, inputs):
+        if run.unchanged(cdr_id, inputs):
             continue
-        version = run.next_version(key.cdr_id)
+        version = run.next_version(cdr_id)
         run.issue(build_call_cdr(settings, call.root, call.ring, entries, version), inputs)
     return current
 
@@ -640,11 +641,14 @@ class Engine:
             return
         self._next_sweep = watermark + self._sweep_every
         users = self.users
-        for user_id in [user_id for user_id, state in users.items() if state.tombstones]:
+        expired = [
+            user_id for user_id, state in users.items()
+            if state.tombstones
+            and any(t.expires <= watermark for t in state.tombstones.values())
+        ]
+        for user_id in expired:
             state = users[user_id]
             kept = {key: t for key, t in state.tombstones.items() if t.expires > watermark}
-            if len(kept) == len(state.tombstones):
-                continue
             after = UserState(state.legs, state.issued, kept, state.due, state.waiting)
             if after.empty:
                 del users[user_id]

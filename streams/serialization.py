@@ -191,9 +191,8 @@ def read_events(path: str | Path) -> Iterator[tuple[Event | DeadLetter, Origin]]
                 yield _decode_or_letter(record, origin, None), origin
             return
         loads = orjson.loads
-        new = tuple.__new__
         for number, line in enumerate(handle, start=1):
-            origin = new(Origin, (name, None, number))
+            origin = Origin(name, None, number)
             try:
                 raw = loads(line)
             except orjson.JSONDecodeError:
