@@ -109,10 +109,14 @@ class _Batches:
     batch at a time: appending a record costs a fraction of a `send`."""
 
     def __init__(self, producer: Any):
-        self._producer = producer._ensure_producer()  # Faust's Producer: its aiokafka one
+        self._faust_producer = producer
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: list[Awaitable[Any]] = []
         self._known: set[str] = set()
+
+    @property
+    def _producer(self) -> Any:
+        return self._faust_producer._ensure_producer()  # Faust's Producer: its aiokafka one
 
     async def add(self, topic: str, key: bytes | None, value: bytes) -> None:
         producer = self._producer
