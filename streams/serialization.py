@@ -81,8 +81,9 @@ def _without_logical_types(document: Any) -> Any:
 
 @cache
 def _plain_reader_schema(name: str) -> Any:
-    """The schema `name` without logical types: the same binary encoding, read twice as
-    fast by fastavro, with timestamps as the epoch milliseconds cdrstream uses anyway."""
+    """The schema `name` without logical types: the same binary encoding, read (and
+    written) about twice as fast by fastavro, with timestamps as the epoch milliseconds
+    cdrstream uses anyway."""
     document = orjson.loads((schema_dir() / f"{name}.avsc").read_bytes())
     return parse_schema(_without_logical_types(document), named_schemas={})
 
@@ -437,11 +438,13 @@ class DeadLetterWriter:
 
 
 def encode_single_object(name: str, record: Mapping[str, Any]) -> bytes:
-    """Avro single-object encoding: C3 01, 8-byte fingerprint, binary datum."""
+    """Avro single-object encoding: C3 01, 8-byte fingerprint, binary datum (timestamps
+    as epoch milliseconds: written with the schema's plain form, the same bytes)."""
     out = io.BytesIO()
     out.write(SINGLE_OBJECT_MARKER)
     out.write(schema_fingerprint(name))
-    fastavro.schemaless_writer(out, schema(name), dict(record))
+    datum = record if isinstance(record, dict) else dict(record)
+    fastavro.schemaless_writer(out, _plain_reader_schema(name), datum)
     return out.getvalue()
 
 

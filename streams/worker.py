@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from streams.cdr import Cdr
 from streams.engine import Output
+from streams.errors import WorkerError
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
 from streams.stream_processor import StateWrite, StreamProcessor
@@ -100,6 +101,49 @@ class Metrics:
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))
+
+
+class _Batches:
+    """Records to produce, gathered into one aiokafka record batch per topic partition
+    (partitioned by key as the producer's own `send` would) and handed to the producer a
+    batch at a time: appending a record costs a fraction of a `send`."""
+
+    def __init__(self, producer: Any):
+        self._faust_producer = producer
+        self._open: dict[tuple[str, int], Any] = {}
+        self._sent: list[Awaitable[Any]] = []
+        self._known: set[str] = set()
+
+    @property
+    def _producer(self) -> Any:
+        return self._faust_producer._ensure_producer()  # Faust's Producer: its aiokafka one
+
+    async def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+        producer = self._producer
+        if topic not in self._known:
+            await producer.client._wait_on_metadata(topic)
+            self._known.add(topic)
+        partition = producer._partition(topic, None, None, None, key, value)
+        where = (topic, partition)
+        batch = self._open.get(where)
+        if batch is None:
+            batch = self._open[where] = producer.create_batch()
+        if batch.append(key=key, value=value, timestamp=None) is None:  # full
+            await self._send(where, self._open.pop(where))
+            batch = self._open[where] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise WorkerError(f"a record of {len(value)} bytes does not fit in a batch")
+
+    async def _send(self, where: tuple[str, int], batch: Any) -> None:
+        topic, partition = where
+        self._sent.append(await self._producer.send_batch(batch, topic, partition=partition))
+
+    async def send(self) -> list[Awaitable[Any]]:
+        """Hand every open batch to the producer; the futures of their deliveries."""
+        for where, batch in self._open.items():
+            await self._send(where, batch)
+        self._open.clear()
+        return self._sent
 
 
 def _broker_urls(servers: str) -> list[str]:
@@ -177,22 +221,22 @@ def _wire(app: BatchApp, settings: Settings) -> None:
 
     async def publish(outputs: Sequence[Output]) -> None:
         """Send every CDR and dead letter (their deliveries are awaited at the next
-        checkpoint)."""
-        send = app.producer.send
+        checkpoint): appended to one record batch per topic partition, each batch handed
+        to the producer whole, rather than a producer call per record."""
+        batches = _Batches(app.producer)
         cdrs: Tally[str] = Tally()
         letters = 0
         for item in outputs:
             if isinstance(item, Cdr):
                 value = encode_cdr_message(item, kafka.cdr_encoding)
-                deliveries.append(
-                    await send(kafka.cdr_topic, item.cdr_id.encode(), value, None, None, None)
-                )
+                await batches.add(kafka.cdr_topic, item.cdr_id.encode(), value)
                 cdrs[item.record_type] += 1
             else:
                 key = None if item.event_id is None else item.event_id.encode()
                 value = encode_dead_letter_message(item, kafka.cdr_encoding)
-                deliveries.append(await send(kafka.dlq_topic, key, value, None, None, None))
+                await batches.add(kafka.dlq_topic, key, value)
                 letters += 1
+        deliveries.extend(await batches.send())
         for record_type, count in cdrs.items():
             metrics.cdrs.labels(record_type).inc(count)
         if letters:

@@ -2,13 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import types
+from typing import Any
+
+import fastavro
 import pytest
+from faust.types import TP
 
 from streams.cdr import Cdr
-from streams.deadletter import DeadLetter
+from streams.deadletter import DeadLetter, Origin
 from streams.engine import run_events
 from streams.events import DTMF
-from streams.serialization import encode_event_message, latest_versions
+from streams.serialization import (
+    CALL_EVENT_SCHEMA,
+    CDR_SCHEMA,
+    DEAD_LETTER_SCHEMA,
+    DTMF_EVENT_SCHEMA,
+    SINGLE_OBJECT_MARKER,
+    cdr_to_avro,
+    decode_cdr_message,
+    decode_single_object,
+    encode_cdr_message,
+    encode_dead_letter_message,
+    encode_event_message,
+    event_to_avro,
+    latest_versions,
+    schema,
+    schema_fingerprint,
+)
 from streams.settings import Settings, load_settings
 from streams.simulate import SimulationOptions, iter_events
 from streams.stream_processor import (
@@ -137,3 +160,180 @@ def test_a_restart_from_the_table_gives_the_same_cdrs(cut: float) -> None:
         wall += 1
         out += second.idle_flush(wall)
     assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
+
+
+def test_kafka_messages_are_the_avro_schemas_encoding() -> None:
+    """Messages are written with the schemas' plain form (no logical types, which fastavro
+    writes twice as slowly): the bytes are those of the schemas as written, and read back
+    the same."""
+    config = load_settings(None, environ={})
+    events = list(iter_events(config, SimulationOptions(users=4, seed=5)))
+    cdrs = [item for item in run_events(config, ((e, None) for e in events))
+            if isinstance(item, Cdr)]
+    assert any(cdr.legs for cdr in cdrs) and any(cdr.account_code_entries for cdr in cdrs)
+    for cdr in cdrs:
+        message = encode_cdr_message(cdr, "avro")
+        out = io.BytesIO()
+        out.write(SINGLE_OBJECT_MARKER + schema_fingerprint(CDR_SCHEMA))
+        fastavro.schemaless_writer(out, schema(CDR_SCHEMA), cdr_to_avro(cdr))
+        assert message == out.getvalue()
+        assert decode_cdr_message(message) == cdr
+    for event in events[:200]:
+        name = DTMF_EVENT_SCHEMA if event.type == DTMF else CALL_EVENT_SCHEMA
+        out = io.BytesIO()
+        out.write(SINGLE_OBJECT_MARKER + schema_fingerprint(name))
+        fastavro.schemaless_writer(out, schema(name), event_to_avro(event))
+        assert encode_event_message(event, "avro") == out.getvalue()
+    letter = DeadLetter("bad", Origin(CALLS, 2, 7), {"x": 1}, "e1")
+    name, record = decode_single_object(encode_dead_letter_message(letter, "avro"))
+    assert (name, record["offset"], record["payload"]) == (DEAD_LETTER_SCHEMA, 7, '{"x":1}')
+
+
+# ---------------------------------------------------------------- the worker's batch handler
+
+
+class _FakeRecordBatch:
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+
+    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+        self.records.append((key, value))
+        return object()
+
+
+class _FakeAioProducer:
+    """aiokafka's producer as the worker's record batches use it: deliveries stay pending
+    until `deliver`."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, int, _FakeRecordBatch]] = []
+        self.pending: list[asyncio.Future[None]] = []
+        self.client = self
+        self.flushes = 0
+
+    async def _wait_on_metadata(self, topic: str) -> None:
+        return None
+
+    def _partition(self, *args: Any) -> int:  # (topic, partition, key, value, key bytes, ...)
+        return sum(args[4] or b"") % 3
+
+    def create_batch(self) -> _FakeRecordBatch:
+        return _FakeRecordBatch()
+
+    async def send_batch(self, batch: _FakeRecordBatch, topic: str, *,
+                         partition: int) -> asyncio.Future[None]:
+        self.sent.append((topic, partition, batch))
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append(future)
+        return future
+
+    def deliver(self) -> None:
+        for future in self.pending:
+            if not future.done():
+                future.set_result(None)
+
+    # Faust's Producer around it
+    def _ensure_producer(self) -> _FakeAioProducer:
+        return self
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+
+def _worker_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _FakeAioProducer, list[Any]]:
+    """The worker's Faust app, not started: a fake producer, the table's changelog
+    writes recorded instead of sent, no checkpoint due until asked for."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+
+    from streams.worker import TABLE_NAME, create_app
+
+    config = load_settings(None, environ={})
+    config = config.model_copy(update={"worker": config.worker.model_copy(
+        update={"commit_interval_seconds": 600.0})})
+    app = create_app(config)
+    producer = _FakeAioProducer()
+    monkeypatch.setattr(type(app), "producer", property(lambda self: producer))
+    table = app.tables[TABLE_NAME]
+    changelog: list[Any] = []
+
+    def send_changelog(partition: int, key: bytes, value: bytes | None, *_: Any) -> Any:
+        changelog.append((partition, key, value))
+        return types.SimpleNamespace(message=types.SimpleNamespace(partition=partition))
+
+    monkeypatch.setattr(table, "send_changelog", send_changelog)
+
+    async def revoked(self: Any, revoked: set[TP]) -> None:
+        return None
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "on_partitions_revoked", revoked)
+    return app, producer, changelog
+
+
+def _batch(config: Settings, partition: int) -> list[tuple[TP, list[Any]]]:
+    """A day's events of a few users on one partition of both topics, as aiokafka's
+    consumer records."""
+    kafka = config.kafka
+    batch: dict[str, list[Any]] = {kafka.call_events_topic: [], kafka.dtmf_events_topic: []}
+    for event in iter_events(config, SimulationOptions(users=3, seed=4)):
+        records = batch[kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic]
+        records.append(types.SimpleNamespace(
+            topic=kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic,
+            partition=partition, offset=len(records), key=event.user_id.encode(),
+            value=encode_event_message(event, "avro")))
+    return [(TP(topic, partition), records) for topic, records in batch.items()]
+
+
+def test_a_batch_fetched_before_a_revocation_is_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, producer, changelog = _worker_app(monkeypatch)
+    consumer = app.batch_consumer
+    batch = _batch(app.cdrstream_processor.settings, 0)
+    tp = batch[0][0]
+
+    async def run() -> None:
+        fetched_at = consumer.revocations
+        await consumer.on_partitions_revoked({tp})  # a rebalance between fetch and handling
+        assert consumer.revocations == fetched_at + 1
+        await app.batch_handler(batch, fetched_at)
+        assert app.cdrstream_processor.counters.events == 0
+        assert producer.sent == [] and changelog == []
+        await app.batch_on_stop()  # a checkpoint: nothing of that batch is committable
+        assert consumer._processed == {}
+        await app.batch_handler(batch, consumer.revocations)  # fetched again, after it
+        assert app.cdrstream_processor.counters.events == sum(len(r) for _, r in batch)
+
+    asyncio.run(run())
+
+
+def test_the_checkpoint_at_stop_persists_and_then_marks_the_offsets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Between checkpoints a batch's CDRs are sent (one record batch per partition) but
+    nothing is persisted or committable; at stop, once every delivery is done, each
+    changed user is written and only then are the offsets handled committable."""
+    app, producer, changelog = _worker_app(monkeypatch)
+    consumer = app.batch_consumer
+    processor = app.cdrstream_processor
+    batch = _batch(processor.settings, 1)
+    ends = {tp: records[-1].offset + 1 for tp, records in batch}
+    monkeypatch.setattr(consumer, "highwater", ends.__getitem__)  # read to the end
+
+    async def run() -> None:
+        await app.batch_handler(batch, consumer.revocations)
+        assert processor.counters.cdrs > 0
+        sent = [record for _, _, batch in producer.sent for record in batch.records]
+        assert len(sent) == processor.counters.cdrs
+        assert len(producer.sent) == len({(topic, p) for topic, p, _ in producer.sent})
+        assert changelog == [] and consumer._processed == {}
+        stopping = asyncio.ensure_future(app.batch_on_stop())
+        await asyncio.sleep(0.01)
+        assert not stopping.done() and changelog == []  # waits for the deliveries
+        producer.deliver()
+        await stopping
+        assert {p for p, _, _ in changelog} == {1} and producer.flushes == 1
+        users = {record.key.decode() for _, records in batch for record in records}
+        assert {key.decode() for _, key, _ in changelog if not key.startswith(b"\x00")} <= users
+        assert consumer._processed == ends
+
+    asyncio.run(run())
