@@ -178,7 +178,7 @@ async def live_feed(
             batches: dict[tuple[str, int], tuple[Any, list[str]]] = {}
             while sent < due:
                 event = events[sent]
-                stamped = event._replace(ts=round(time.time() * 1000))
+                stamped = event.replace(ts=round(time.time() * 1000))
                 topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
                 key = event.user_id.encode()
                 value = encode_event_message(stamped, encoding)

@@ -17,7 +17,7 @@ from streams.engine import UserState
 from streams.errors import WorkerError
 from streams.timefmt import Millis
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: events, legs, tombstones, origins pickled as value classes, not tuples
 WATERMARK_PREFIX = b"\x00watermark/"
 _HEADER = struct.Struct(">IB")
 
