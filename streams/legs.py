@@ -67,7 +67,7 @@ class Leg:
         return any(other.event_id == event_id for other in self.events)
 
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
-        return Leg(self.key, (*self.events, event), (*self.origins, origin), self.closed)
+        return Leg(self.key, self.events + (event,), self.origins + (origin,), self.closed)
 
     def closed_now(self) -> Leg:
         """The leg closed without a release (rule C8)."""
