@@ -67,7 +67,8 @@ class Leg:
         return any(other.event_id == event_id for other in self.events)
 
     def with_event(self, event: Event, origin: Origin | None) -> Leg:
-        return Leg(self.key, self.events + (event,), self.origins + (origin,), self.closed)
+        # concatenation: one C call when compiled (the starred form builds a list first)
+        return Leg(self.key, self.events + (event,), self.origins + (origin,), self.closed)  # noqa: RUF005
 
     def closed_now(self) -> Leg:
         """The leg closed without a release (rule C8)."""
