@@ -209,11 +209,16 @@ def latency(
     config: Path, settings: Settings, workdir: Path, rate: float, seconds: float, *, users: int
 ) -> Latencies:
     port = free_port()
+    # Traffic goes on for `tail` seconds after the measured window: a call released near
+    # the end of the window is issued by event time, as under steady traffic, not by the
+    # idle flush of a feed that has stopped. Only releases within the window count.
+    tail = settings.settle_seconds + 5
     simulated = iter_events(settings, SimulationOptions(users=users, seed=99))
-    events = list(itertools.islice(simulated, int(rate * seconds) + 1))  # before the clock
+    events = list(itertools.islice(simulated, int(rate * (seconds + tail)) + 1))  # before the clock
     worker = WorkerProcess(config, workdir / "latency-worker.log", port)
     released: dict[str, float] = {}  # cdr id of a leg -> wall time its release was acked
-    seen: dict[str, tuple[float, bool]] = {}  # cdr id -> (latency, a call with a hold)
+    # cdr id -> (latency, a call with a hold, when its release was acknowledged)
+    seen: dict[str, tuple[float, bool, float]] = {}
     try:
         while metric(port, "cdrstream_assigned_partitions ") < settings.kafka.partitions:
             time.sleep(0.5)
@@ -224,18 +229,22 @@ def latency(
                 if cdr.cdr_id not in seen and cdr.version == 1:
                     legs = [cdr.cdr_id] + [f"{cdr.switch_id}:{leg.call_id}" for leg in cdr.legs]
                     if all(leg in released for leg in legs):
-                        waited = time.time() - max(released[leg] for leg in legs)
-                        seen[cdr.cdr_id] = (waited, cdr.record_type == CALL and cdr.hold_ms > 0)
+                        at = max(released[leg] for leg in legs)
+                        held = cdr.record_type == CALL and cdr.hold_ms > 0
+                        seen[cdr.cdr_id] = (time.time() - at, held, at)
                 if stop.is_set():
                     return
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         time.sleep(2)
-        achieved, behind = asyncio.run(live_feed(settings, rate, events, seconds, released))
-        time.sleep(15)  # the last calls: settle time, then the idle flush
+        window_end = time.time() + seconds
+        achieved, behind = asyncio.run(
+            live_feed(settings, rate, events, seconds + tail, released)
+        )
+        time.sleep(5)  # CDRs of the window's last calls still on their way
         stop.set()
-        values = list(seen.values())
+        values = [(v, held) for v, held, at in list(seen.values()) if at <= window_end]
         return Latencies(
             achieved,
             behind,

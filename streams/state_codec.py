@@ -1,29 +1,55 @@
-"""The worker's table values: one user's engine state, tagged with its partition.
+"""The worker's table: each user's engine state as pieces named by a per-user manifest,
+so that a change writes what changed, and a crash never leaves a user half written.
 
-A value is 4 bytes of partition number, 1 byte of format version, then a pickle of the
-immutable state. The partition lets a worker rebuild each partition's engine from the
-table after a restart or a rebalance without knowing the producers' partitioner. The
-format version guards upgrades: a worker refuses state written by an unknown format
-(reset the changelog, or replay, to move on). Watermarks are kept under their own keys.
+A user's state is its legs, the CDRs it has issued (latest version, while the call is in
+memory), its tombstones and two scalars (when it is next due, whether a call waits).
+Each leg and each issued CDR is a piece of its own, the tombstones together are one
+piece, and every piece's table key ends with a digest of its value: a changed piece is a
+new key, never an overwrite. The user's manifest (`<user_id> NUL M`) holds the scalars
+and the keys of its pieces. A checkpoint writes, for each changed user and in this order:
+the new pieces, then the manifest, then deletions of the pieces the manifest no longer
+names. All of a user's keys are in one changelog partition, so a crash part-way leaves
+either the old manifest with all its pieces, or the new one with all of its; what is not
+named by a manifest is garbage, deleted at the next checkpoint after a restore.
+
+An event changes one leg, so it writes that leg and a small manifest, however many calls
+the user has in memory. (Whole-user values, the previous format, made the changelog
+grow with the state: each checkpoint rewrote every changed user entirely.)
+
+A value is 4 bytes of partition number, 1 byte of format version, then a pickle. The
+partition lets a worker rebuild each partition's engine from the table after a restart
+or a rebalance without knowing the producers' partitioner. The format version guards
+upgrades: a worker refuses state written by an unknown format (reset the changelog, or
+replay, to move on). Watermarks are kept under their own keys.
 """
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import struct
 from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from streams.engine import UserState
+from streams.cdr import Cdr
+from streams.engine import Tombstone, UserState
 from streams.errors import WorkerError
+from streams.events import LegKey
+from streams.legs import Leg
 from streams.timefmt import Millis
 
-FORMAT_VERSION = 2  # 2: events, legs, tombstones, origins pickled as value classes, not tuples
+# 2: events, legs, tombstones, origins pickled as value classes, not tuples
+# 3: a manifest per user naming its pieces (legs, issued CDRs, tombstones)
+FORMAT_VERSION = 3
 WATERMARK_PREFIX = b"\x00watermark/"
 _HEADER = struct.Struct(">IB")
+_SEPARATOR = b"\x00"
+MANIFEST, LEG, ISSUED, TOMBSTONES = b"M", b"L", b"I", b"T"
 
 
-def encode_user_state(partition: int, state: UserState) -> bytes:
-    return _HEADER.pack(partition, FORMAT_VERSION) + pickle.dumps(state, pickle.HIGHEST_PROTOCOL)
+def encode_value(partition: int, value: object) -> bytes:
+    return _HEADER.pack(partition, FORMAT_VERSION) + pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
 
 
 def partition_of(value: bytes) -> int:
@@ -33,12 +59,140 @@ def partition_of(value: bytes) -> int:
     return int(partition)
 
 
-def decode_user_state(value: bytes) -> UserState:
+def decode_value(value: bytes) -> Any:
     partition_of(value)
-    state = pickle.loads(value[_HEADER.size :])
-    if not isinstance(state, UserState):
-        raise WorkerError("table value is not a user state")
-    return state
+    return pickle.loads(value[_HEADER.size:])
+
+
+def user_of(key: bytes) -> tuple[str, bytes]:
+    """The user and the kind of entry (M, L, I or T) of a state key."""
+    user, separator, rest = key.partition(_SEPARATOR)
+    if not separator or not rest:
+        raise WorkerError(f"table key {key!r} is not a user state key")
+    return user.decode(), rest[:1]
+
+
+def manifest_key(user_id: str) -> bytes:
+    return user_id.encode() + _SEPARATOR + MANIFEST
+
+
+def _piece_key(user_id: str, kind: bytes, value: bytes) -> bytes:
+    digest = hashlib.blake2b(value, digest_size=10).hexdigest().encode()
+    return user_id.encode() + _SEPARATOR + kind + digest
+
+
+@dataclass
+class Written:
+    """What the table holds for a user: its state's pieces (by identity) and their keys."""
+
+    legs: dict[LegKey, tuple[Leg, bytes]] = field(default_factory=dict)
+    issued: dict[str, tuple[Cdr, bytes]] = field(default_factory=dict)
+    tombstones: tuple[dict[LegKey, Tombstone], bytes] | None = None
+    manifest: tuple[Millis | None, bool, tuple[bytes, ...]] | None = None
+
+    def keys(self) -> set[bytes]:
+        keys = {key for _, key in self.legs.values()} | {key for _, key in self.issued.values()}
+        if self.tombstones is not None:
+            keys.add(self.tombstones[1])
+        return keys
+
+
+def user_writes(
+    partition: int, user_id: str, before: Written | None, after: UserState | None
+) -> tuple[list[tuple[bytes, bytes | None]], Written | None]:
+    """The table writes (key, value; None deletes), in order, that take a user from what
+    was written, `before`, to `after` (None: the user left memory); and what is written
+    then."""
+    before = before or Written()
+    if after is None:  # the manifest first: without it, the pieces are garbage
+        gone = [manifest_key(user_id)] if before.manifest is not None else []
+        return [(key, None) for key in gone + sorted(before.keys())], None
+    writes: list[tuple[bytes, bytes | None]] = []
+    now = Written()
+
+    def piece(kind: bytes, value: object) -> bytes:
+        encoded = encode_value(partition, value)
+        key = _piece_key(user_id, kind, encoded)
+        writes.append((key, encoded))
+        return key
+
+    for leg_key, leg in after.legs.items():
+        seen = before.legs.get(leg_key)
+        now.legs[leg_key] = seen if seen is not None and seen[0] is leg else (leg, piece(LEG, leg))
+    for cdr_id, cdr in after.issued.items():
+        seen_cdr = before.issued.get(cdr_id)
+        now.issued[cdr_id] = (
+            seen_cdr if seen_cdr is not None and seen_cdr[0] is cdr else (cdr, piece(ISSUED, cdr))
+        )
+    if after.tombstones:
+        seen_tombstones = before.tombstones
+        if seen_tombstones is not None and seen_tombstones[0] == after.tombstones:
+            now.tombstones = seen_tombstones
+        else:
+            stones = [(tuple(key), stone) for key, stone in after.tombstones.items()]
+            now.tombstones = (dict(after.tombstones), piece(TOMBSTONES, stones))
+    keys = tuple(sorted(now.keys()))
+    now.manifest = (after.due, after.waiting, keys)
+    if now.manifest != before.manifest:
+        writes.append((manifest_key(user_id), encode_value(partition, now.manifest)))
+    writes.extend((key, None) for key in sorted(before.keys() - set(keys)))
+    return writes, now
+
+
+class StateBuilder:
+    """Rebuilds users' states from a table's entries (in any order): each user as its
+    manifest names it. Entries no manifest names are garbage (`garbage`)."""
+
+    def __init__(self) -> None:
+        self._manifests: dict[str, tuple[Millis | None, bool, tuple[bytes, ...]]] = {}
+        self._pieces: dict[bytes, bytes] = {}
+
+    def add(self, key: bytes, value: bytes) -> None:
+        user_id, kind = user_of(key)
+        if kind == MANIFEST:
+            due, waiting, keys = decode_value(value)
+            self._manifests[user_id] = (due, bool(waiting), tuple(keys))
+        elif kind in (LEG, ISSUED, TOMBSTONES):
+            self._pieces[key] = value
+        else:
+            raise WorkerError(f"table key {key!r} is of no known kind")
+
+    def build(self) -> tuple[dict[str, UserState], dict[str, Written], list[bytes]]:
+        """The users' states, what the table holds for each, and the garbage keys."""
+        states: dict[str, UserState] = {}
+        written: dict[str, Written] = {}
+        named: set[bytes] = set()
+        for user_id in sorted(self._manifests):
+            due, waiting, keys = self._manifests[user_id]
+            record = Written(manifest=(due, waiting, keys))
+            for key in keys:
+                value = self._pieces.get(key)
+                if value is None:
+                    raise WorkerError(f"the state of {user_id} names a missing entry {key!r}")
+                named.add(key)
+                self._add_piece(record, key, decode_value(value))
+            states[user_id] = UserState(
+                {k: leg for k, (leg, _) in record.legs.items()},
+                {k: cdr for k, (cdr, _) in record.issued.items()},
+                dict(record.tombstones[0]) if record.tombstones is not None else {},
+                due, waiting,
+            )
+            written[user_id] = record
+        garbage = sorted(set(self._pieces) - named)
+        return states, written, garbage
+
+    @staticmethod
+    def _add_piece(record: Written, key: bytes, piece: Any) -> None:
+        kind = user_of(key)[1]
+        if kind == LEG and isinstance(piece, Leg):
+            record.legs[piece.key] = (piece, key)
+        elif kind == ISSUED and isinstance(piece, Cdr):
+            record.issued[piece.cdr_id] = (piece, key)
+        elif kind == TOMBSTONES and isinstance(piece, list):
+            stones = {LegKey(*leg): stone for leg, stone in piece}
+            record.tombstones = (stones, key)
+        else:
+            raise WorkerError(f"table key {key!r} does not hold what its kind says")
 
 
 def watermark_key(partition: int) -> bytes:
@@ -47,12 +201,9 @@ def watermark_key(partition: int) -> bytes:
 
 def encode_watermark(partition: int, watermark: Millis, read_up_to: Mapping[str, Millis]) -> bytes:
     """A partition's event time, and the largest ts read from each of its topics."""
-    return _HEADER.pack(partition, FORMAT_VERSION) + pickle.dumps(
-        (watermark, dict(read_up_to)), pickle.HIGHEST_PROTOCOL
-    )
+    return encode_value(partition, (watermark, dict(read_up_to)))
 
 
 def decode_watermark(value: bytes) -> tuple[Millis, dict[str, Millis]]:
-    partition_of(value)
-    watermark, read_up_to = pickle.loads(value[_HEADER.size:])
+    watermark, read_up_to = decode_value(value)
     return int(watermark), dict(read_up_to)

@@ -21,16 +21,17 @@ from typing import NamedTuple, Protocol
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
-from streams.engine import Engine, Output, UserState
+from streams.engine import Engine, Output
 from streams.serialization import decode_event_message
 from streams.settings import Settings
 from streams.state_codec import (
     WATERMARK_PREFIX,
-    decode_user_state,
+    StateBuilder,
+    Written,
     decode_watermark,
-    encode_user_state,
     encode_watermark,
     partition_of,
+    user_writes,
     watermark_key,
 )
 from streams.timefmt import Millis
@@ -130,6 +131,10 @@ class StreamProcessor:
         self.clocks: dict[int, PartitionClock] = {}
         self.counters = Counters()
         self.positions: dict[tuple[str, int], int] = {}
+        # per partition: what the table holds for each user, and entries to delete
+        # (pieces no manifest names, left by a crash part-way through a checkpoint)
+        self.written: dict[int, dict[str, Written]] = {}
+        self.garbage: dict[int, list[bytes]] = {}
         idle = settings.worker.idle_flush_seconds
         self.idle_seconds = settings.settle_seconds if idle is None else idle
 
@@ -140,7 +145,7 @@ class StreamProcessor:
         wanted = set(partitions) - set(self.engines)
         if not wanted:
             return
-        users: dict[int, dict[str, UserState]] = {p: {} for p in wanted}
+        builders = {p: StateBuilder() for p in wanted}
         watermarks: dict[int, tuple[Millis, dict[str, Millis]]] = {}
         for key, value in table.items():
             if value is None:
@@ -151,9 +156,10 @@ class StreamProcessor:
             if key.startswith(WATERMARK_PREFIX):
                 watermarks[partition] = decode_watermark(value)
             else:
-                users[partition][key.decode()] = decode_user_state(value)
+                builders[partition].add(key, value)
         for partition in wanted:
-            engine = Engine(self.settings, users[partition])
+            users, self.written[partition], self.garbage[partition] = builders[partition].build()
+            engine = Engine(self.settings, users)
             watermark, read_up_to = watermarks.get(partition, (None, {}))
             engine.watermark = watermark
             self.engines[partition] = engine
@@ -167,16 +173,28 @@ class StreamProcessor:
         for partition in gone:
             self.engines.pop(partition, None)
             self.clocks.pop(partition, None)
+            self.written.pop(partition, None)
+            self.garbage.pop(partition, None)
         for position in [tp for tp in self.positions if tp[1] in gone]:
             del self.positions[position]
 
     def state_writes(self) -> Iterator[StateWrite]:
-        """The table writes that persist every change since the last call."""
+        """The table writes that persist every change since the last call, in the order
+        they must be made: for each changed user, its new pieces, its manifest, then the
+        pieces it no longer has (see streams/state_codec.py)."""
         for partition, engine in self.engines.items():
+            for key in self.garbage.pop(partition, []):
+                yield StateWrite(partition, key, None)
             changed = engine.take_changed()
+            written = self.written.setdefault(partition, {})
             for user_id, state in changed.items():
-                value = None if state is None else encode_user_state(partition, state)
-                yield StateWrite(partition, user_id.encode(), value)
+                writes, now = user_writes(partition, user_id, written.get(user_id), state)
+                for key, value in writes:
+                    yield StateWrite(partition, key, value)
+                if now is None:
+                    written.pop(user_id, None)
+                else:
+                    written[user_id] = now
             if changed and engine.watermark is not None:
                 yield StateWrite(
                     partition,

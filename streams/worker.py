@@ -118,12 +118,17 @@ class _Batches:
     def _producer(self) -> Any:
         return self._faust_producer._ensure_producer()  # Faust's Producer: its aiokafka one
 
-    async def add(self, topic: str, key: bytes | None, value: bytes) -> None:
+    async def add(
+        self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None
+    ) -> None:
+        """Add a record (value None: a deletion, for a compacted topic), to `partition`
+        or, without one, to the partition its key hashes to."""
         producer = self._producer
         if topic not in self._known:
             await producer.client._wait_on_metadata(topic)
             self._known.add(topic)
-        partition = producer._partition(topic, None, None, None, key, value)
+        if partition is None:
+            partition = producer._partition(topic, None, None, None, key, value)
         where = (topic, partition)
         batch = self._open.get(where)
         if batch is None:
@@ -132,7 +137,8 @@ class _Batches:
             await self._send(where, self._open.pop(where))
             batch = self._open[where] = producer.create_batch()
             if batch.append(key=key, value=value, timestamp=None) is None:
-                raise WorkerError(f"a record of {len(value)} bytes does not fit in a batch")
+                size = len(value or b"")
+                raise WorkerError(f"a record of {size} bytes does not fit in a batch")
 
     async def _send(self, where: tuple[str, int], batch: Any) -> None:
         topic, partition = where
@@ -251,21 +257,36 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             pending = list(deliveries)
             deliveries.clear()
             await asyncio.gather(*pending)
-        writes: list[StateWrite] = list(processor.state_writes())
-        for write in writes:
-            with _in_partition(kafka.call_events_topic, write.partition):
-                if write.value is None:
-                    table.pop(write.key, None)
-                else:
-                    table[write.key] = write.value
-        if writes:
-            await app.producer.flush()
+        await persist(list(processor.state_writes()))
         consumer = app.batch_consumer
         for tp, offset in handled.items():
             consumer.mark_processed(tp, offset)
         handled.clear()
         metrics.open_legs.set(processor.open_legs)
         last_checkpoint[0] = time.monotonic()
+
+    async def persist(writes: list[StateWrite]) -> None:
+        """Write the changed user states to the table, and their changelog records in one
+        record batch per partition (not Faust's per-message changelog path, which costs
+        far more than the write), awaiting their delivery. Then, as Faust's own callback
+        would, the RocksDB store notes the changelog offset it holds data up to."""
+        if not writes:
+            return
+        store: Any = table.data  # a Faust Store: memory or RocksDB
+        changelog = table.changelog_topic.get_topic_name()
+        batches = _Batches(app.producer)
+        for write in writes:
+            with _in_partition(kafka.call_events_topic, write.partition):
+                if write.value is None:
+                    if write.key in store:
+                        del store[write.key]
+                else:
+                    store[write.key] = write.value
+            await batches.add(changelog, write.key, write.value, partition=write.partition)
+        for metadata in await asyncio.gather(*await batches.send()):
+            store.set_persisted_offset(
+                faust.types.TP(metadata.topic, metadata.partition), metadata.offset
+            )
 
     def checkpoint_due() -> bool:
         return time.monotonic() - last_checkpoint[0] >= checkpoint_every

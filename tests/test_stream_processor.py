@@ -34,6 +34,7 @@ from streams.serialization import (
 )
 from streams.settings import Settings, load_settings
 from streams.simulate import SimulationOptions, iter_events
+from streams.state_codec import user_of
 from streams.stream_processor import (
     TOPIC_QUIET_SECONDS,
     Message,
@@ -194,22 +195,23 @@ def test_kafka_messages_are_the_avro_schemas_encoding() -> None:
 
 class _FakeRecordBatch:
     def __init__(self) -> None:
-        self.records: list[tuple[bytes | None, bytes]] = []
+        self.records: list[tuple[bytes | None, bytes | None]] = []
 
-    def append(self, *, key: bytes | None, value: bytes, timestamp: None) -> object:
+    def append(self, *, key: bytes | None, value: bytes | None, timestamp: None) -> object:
         self.records.append((key, value))
         return object()
 
 
 class _FakeAioProducer:
     """aiokafka's producer as the worker's record batches use it: deliveries stay pending
-    until `deliver`."""
+    until `deliver`, and are immediate after it."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, int, _FakeRecordBatch]] = []
-        self.pending: list[asyncio.Future[None]] = []
+        self.pending: list[tuple[asyncio.Future[Any], Any]] = []
         self.client = self
         self.flushes = 0
+        self.delivering = False
 
     async def _wait_on_metadata(self, topic: str) -> None:
         return None
@@ -221,16 +223,26 @@ class _FakeAioProducer:
         return _FakeRecordBatch()
 
     async def send_batch(self, batch: _FakeRecordBatch, topic: str, *,
-                         partition: int) -> asyncio.Future[None]:
+                         partition: int) -> asyncio.Future[Any]:
         self.sent.append((topic, partition, batch))
         future = asyncio.get_running_loop().create_future()
-        self.pending.append(future)
+        metadata = types.SimpleNamespace(
+            topic=topic, partition=partition, offset=len(self.sent) * 1000
+        )
+        self.pending.append((future, metadata))
+        if self.delivering:
+            self.deliver()
         return future
 
     def deliver(self) -> None:
-        for future in self.pending:
+        self.delivering = True
+        for future, metadata in self.pending:
             if not future.done():
-                future.set_result(None)
+                future.set_result(metadata)
+
+    def records_to(self, topic: str) -> list[tuple[int, bytes | None, bytes | None]]:
+        return [(partition, key, value) for to, partition, batch in self.sent if to == topic
+                for key, value in batch.records]
 
     # Faust's Producer around it
     def _ensure_producer(self) -> _FakeAioProducer:
@@ -241,8 +253,9 @@ class _FakeAioProducer:
 
 
 def _worker_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _FakeAioProducer, list[Any]]:
-    """The worker's Faust app, not started: a fake producer, the table's changelog
-    writes recorded instead of sent, no checkpoint due until asked for."""
+    """The worker's Faust app, not started: a fake producer (which the worker's own
+    changelog batches go to), Faust's own changelog path recorded (it must stay unused),
+    no checkpoint due until asked for."""
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     from streams.worker import TABLE_NAME, create_app
@@ -312,6 +325,8 @@ def test_the_checkpoint_at_stop_persists_and_then_marks_the_offsets(
     """Between checkpoints a batch's CDRs are sent (one record batch per partition) but
     nothing is persisted or committable; at stop, once every delivery is done, each
     changed user is written and only then are the offsets handled committable."""
+    from streams.worker import TABLE_NAME
+
     app, producer, changelog = _worker_app(monkeypatch)
     consumer = app.batch_consumer
     processor = app.cdrstream_processor
@@ -326,14 +341,21 @@ def test_the_checkpoint_at_stop_persists_and_then_marks_the_offsets(
         assert len(sent) == processor.counters.cdrs
         assert len(producer.sent) == len({(topic, p) for topic, p, _ in producer.sent})
         assert changelog == [] and consumer._processed == {}
+        table = app.tables[TABLE_NAME]
+        topic = table.changelog_topic.get_topic_name()
         stopping = asyncio.ensure_future(app.batch_on_stop())
         await asyncio.sleep(0.01)
-        assert not stopping.done() and changelog == []  # waits for the deliveries
+        assert not stopping.done() and producer.records_to(topic) == []  # waits for CDRs
+        assert consumer._processed == {}
         producer.deliver()
         await stopping
-        assert {p for p, _, _ in changelog} == {1} and producer.flushes == 1
+        records = producer.records_to(topic)
+        assert changelog == []  # not Faust's per-message path
+        assert {p for p, _, _ in records} == {1}
         users = {record.key.decode() for _, records in batch for record in records}
-        assert {key.decode() for _, key, _ in changelog if not key.startswith(b"\x00")} <= users
+        written = {user_of(key)[0] for _, key, _ in records if not key.startswith(b"\x00")}
+        assert written and written <= users
+        assert all(table.data[key] == value for _, key, value in records if value is not None)
         assert consumer._processed == ends
 
     asyncio.run(run())

@@ -1,0 +1,157 @@
+"""The worker's table (streams/state_codec.py): a user's state as pieces named by a
+manifest, written as they change, rebuilt exactly, and never torn by a crash."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.engine import Engine, UserState
+from streams.errors import WorkerError
+from streams.simulate import SimulationOptions, iter_events
+from streams.state_codec import (
+    LEG,
+    MANIFEST,
+    StateBuilder,
+    Written,
+    encode_value,
+    partition_of,
+    user_of,
+    user_writes,
+)
+from tests.builders import LegScript, events_of, settings
+
+Writes = list[tuple[bytes, bytes | None]]
+
+
+def checkpoint(engine: Engine, written: dict[str, Written]) -> Writes:
+    """The writes persisting the engine's changes since the last checkpoint, in order."""
+    out: Writes = []
+    for user_id, state in engine.take_changed().items():
+        writes, now = user_writes(7, user_id, written.get(user_id), state)
+        out += writes
+        if now is None:
+            written.pop(user_id, None)
+        else:
+            written[user_id] = now
+    return out
+
+
+def apply(table: dict[bytes, bytes], writes: Writes) -> None:
+    for key, value in writes:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = value
+
+
+def rebuilt(table: dict[bytes, bytes]) -> tuple[dict[str, UserState], list[bytes]]:
+    builder = StateBuilder()
+    for key, value in table.items():
+        assert partition_of(value) == 7
+        builder.add(key, value)
+    states, _, garbage = builder.build()
+    return states, garbage
+
+
+def fields(state: UserState) -> tuple[object, ...]:
+    return (state.legs, state.issued, state.tombstones, state.due, state.waiting)
+
+
+def day() -> tuple[Engine, list]:
+    config = settings(correction_window_seconds=120, redelivery_horizon_seconds=600)
+    options = SimulationOptions(users=8, seed=5, resend_rate=0.05, disorder_ms=3000)
+    return Engine(config), list(iter_events(config, options))
+
+
+def test_the_table_rebuilds_every_user_at_every_checkpoint() -> None:
+    engine, events = day()
+    table: dict[bytes, bytes] = {}
+    written: dict[str, Written] = {}
+    checked = 0
+    for number, event in enumerate(events, 1):
+        engine.feed(event)
+        if number % 97 == 0:
+            apply(table, checkpoint(engine, written))
+            states, garbage = rebuilt(table)
+            assert garbage == []
+            assert {u: fields(s) for u, s in states.items()} == {
+                u: fields(s) for u, s in engine.users.items()
+            }
+            checked += 1
+    engine.finish()
+    apply(table, checkpoint(engine, written))
+    assert checked > 20
+    states, garbage = rebuilt(table)
+    assert garbage == [] and states.keys() == engine.users.keys()
+    assert all(fields(states[u]) == fields(engine.users[u]) for u in states)
+
+
+def test_a_crash_part_way_through_a_checkpoint_leaves_each_user_whole() -> None:
+    """Whatever prefix of a checkpoint's writes reached the table, each user is either
+    as at the checkpoint before or as at this one, never a mix; the rest is garbage."""
+    engine, events = day()
+    table: dict[bytes, bytes] = {}
+    written: dict[str, Written] = {}
+    crashes = 0
+    for start in range(0, len(events), 37):
+        before = {u: fields(s) for u, s in engine.users.items()}
+        for event in events[start:start + 37]:
+            engine.feed(event)
+        writes = checkpoint(engine, written)
+        after = {u: fields(s) for u, s in engine.users.items()}
+        for cut in range(0, len(writes), max(1, len(writes) // 7)):
+            torn = dict(table)
+            apply(torn, writes[:cut])
+            states, _ = rebuilt(torn)
+            for user_id, state in states.items():
+                assert fields(state) in (before.get(user_id), after.get(user_id)), user_id
+            crashes += 1
+        apply(table, writes)
+    assert crashes > 100
+
+
+def test_garbage_after_a_crash_is_deleted_by_the_next_checkpoint() -> None:
+    engine, events = day()
+    table: dict[bytes, bytes] = {}
+    written: dict[str, Written] = {}
+    half = len(events) // 2
+    for event in events[:half]:
+        engine.feed(event)
+    apply(table, checkpoint(engine, written))
+    for event in events[half:half + 40]:
+        engine.feed(event)
+    writes = checkpoint(engine, written)
+    pieces = [i for i, (key, value) in enumerate(writes)
+              if value is not None and user_of(key)[1] != MANIFEST]
+    assert len(pieces) > 2
+    apply(table, writes[:pieces[-1] + 1])  # every new piece out, the last manifest not
+    builder = StateBuilder()
+    for key, value in table.items():
+        builder.add(key, value)
+    _, _, garbage = builder.build()
+    assert garbage
+    apply(table, [(key, None) for key in garbage])
+    assert rebuilt(table)[1] == []
+
+
+def test_an_event_writes_its_leg_and_the_manifest_only() -> None:
+    config = settings(correction_window_seconds=120)
+    calls = [LegScript(f"a{n}").inbound(10 * n).answer(10 * n + 1).release(10 * n + 5)
+             for n in range(6)]
+    engine = Engine(config)
+    written: dict[str, Written] = {}
+    for event in events_of(*calls):
+        engine.feed(event)
+    table: dict[bytes, bytes] = {}
+    apply(table, checkpoint(engine, written))
+    assert len([k for k in table if user_of(k)[1] == LEG]) == 6
+    engine.feed(LegScript("b1").outbound(57).events[0])  # before a5 settles: nothing issued
+    writes = checkpoint(engine, written)
+    assert [user_of(k)[1] for k, v in writes if v is not None] == [LEG, MANIFEST]
+
+
+def test_state_of_another_format_is_refused() -> None:
+    value = bytearray(encode_value(3, ("due", False)))
+    value[4] = 2  # the format byte
+    with pytest.raises(WorkerError, match="state format 2 is not 3"):
+        partition_of(bytes(value))
