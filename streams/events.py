@@ -8,7 +8,7 @@ that event to the dead-letter output.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -60,13 +60,6 @@ class LegKey(NamedTuple):
     @property
     def cdr_id(self) -> str:
         return f"{self.switch_id}:{self.call_id}"
-
-
-EVENT_FIELDS: Final = (
-    "event_id", "type", "ts", "switch_id", "user_id", "group_id", "call_id", "seq",
-    "direction", "calling_number", "called_number", "network_call_id", "related_call_id",
-    "related_reason", "user_timezone", "call_category", "cause", "releasing_party", "digit",
-)
 
 
 @dataclass(init=False)
@@ -172,6 +165,9 @@ class Event:
         for name in FIELDS_BY_TYPE[self.type]:
             out[name] = getattr(self, name)
         return out
+
+
+EVENT_FIELDS: Final = tuple(field.name for field in fields(Event))  # `values()` order
 
 
 def _text(raw: Mapping[str, Any], name: str) -> str:

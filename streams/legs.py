@@ -87,12 +87,6 @@ class Leg:
             self.closed,
         )
 
-    def seq_mask(self) -> int:
-        """A bit per seq received: enough to tell re-deliveries once the leg is gone."""
-        mask = 0
-        for event in self.events:
-            mask |= 1 << event.seq
-        return mask
 
 
 @dataclass(init=False)

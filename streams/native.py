@@ -92,14 +92,17 @@ def choose_core() -> None:
         if not stale:
             _state.update(compiled=True, reason="compiled with mypyc")
             return
-        built = any(_extensions(name) for name in CORE_MODULES)
         reason = (
             f"compiled modules out of date with their sources ({', '.join(stale)}); "
-            "run `make native`" if built else "not compiled (run `make native`)"
+            "run `make native`" if _built() else "not compiled (run `make native`)"
         )
     _state.update(compiled=False, reason=reason)
-    if any(_extensions(name) for name in CORE_MODULES):
+    if _built():
         sys.meta_path.insert(0, _SourceFinder())
+
+
+def _built() -> bool:
+    return any(_extensions(name) for name in CORE_MODULES)
 
 
 def status() -> tuple[bool, str]:

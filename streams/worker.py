@@ -108,11 +108,11 @@ class _Batches:
     (partitioned by key as the producer's own `send` would) and handed to the producer a
     batch at a time: appending a record costs a fraction of a `send`."""
 
-    def __init__(self, producer: Any):
+    def __init__(self, producer: Any, known_topics: set[str]):
         self._faust_producer = producer
         self._open: dict[tuple[str, int], Any] = {}
         self._sent: list[Awaitable[Any]] = []
-        self._known: set[str] = set()
+        self._known = known_topics  # whose metadata the producer has (shared, kept)
 
     @property
     def _producer(self) -> Any:
@@ -217,6 +217,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
     processor = StreamProcessor(settings)
     metrics = Metrics()
     lock = asyncio.Lock()
+    known_topics: set[str] = set()  # topics whose metadata the producer has fetched
 
     # What was done since the last checkpoint: deliveries not yet awaited, and the last
     # offset handled of each event partition.
@@ -229,7 +230,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
         """Send every CDR and dead letter (their deliveries are awaited at the next
         checkpoint): appended to one record batch per topic partition, each batch handed
         to the producer whole, rather than a producer call per record."""
-        batches = _Batches(app.producer)
+        batches = _Batches(app.producer, known_topics)
         cdrs: Tally[str] = Tally()
         letters = 0
         for item in outputs:
@@ -274,7 +275,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             return
         store: Any = table.data  # a Faust Store: memory or RocksDB
         changelog = table.changelog_topic.get_topic_name()
-        batches = _Batches(app.producer)
+        batches = _Batches(app.producer, known_topics)
         for write in writes:
             with _in_partition(kafka.call_events_topic, write.partition):
                 if write.value is None:

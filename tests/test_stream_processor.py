@@ -210,7 +210,6 @@ class _FakeAioProducer:
         self.sent: list[tuple[str, int, _FakeRecordBatch]] = []
         self.pending: list[tuple[asyncio.Future[Any], Any]] = []
         self.client = self
-        self.flushes = 0
         self.delivering = False
 
     async def _wait_on_metadata(self, topic: str) -> None:
@@ -247,9 +246,6 @@ class _FakeAioProducer:
     # Faust's Producer around it
     def _ensure_producer(self) -> _FakeAioProducer:
         return self
-
-    async def flush(self) -> None:
-        self.flushes += 1
 
 
 def _worker_app(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, _FakeAioProducer, list[Any]]:
