@@ -130,6 +130,16 @@ class EventPublisher:
             raise KafkaToolError(
                 f"cannot reach Kafka at {self.kafka.bootstrap_servers}: {error}"
             ) from None
+        # Both topics' metadata now, not at each topic's first send: that send would block
+        # while the other topic's first messages went out, putting one topic ahead of the
+        # other by a metadata round trip.
+        for topic in (self.kafka.call_events_topic, self.kafka.dtmf_events_topic):
+            try:
+                self._producer.partitions_for(topic)
+            except KafkaError as error:
+                raise KafkaToolError(
+                    f"no metadata for topic {topic!r} (run `cdrstream topics create`?): {error}"
+                ) from None
         self.sent = 0
 
     def topic_for(self, event: Event) -> str:

@@ -10,6 +10,14 @@ is past what was read), event time goes no further than the largest ts read from
 In steady state both topics are caught up within a batch and this is exactly the largest
 ts seen; with a backlog it is what file mode would see reading both in step.
 
+A feed that resumes after a quiet spell (a restart, a paused switch, a file published in
+bulk) can show one topic's messages seconds before the other's: a fetch saying "caught up"
+only speaks of what has reached the broker. So for the first RESUME_HOLD_SECONDS of such a
+burst, event time runs past a topic that has not delivered lately no faster than the wall
+clock runs from the burst's first event: live traffic (whose ts keep pace with the wall
+clock) is not held back, while hours of events published in a second cannot carry event
+time past the other topic's messages of the same moment before they arrive.
+
 `streams.worker` wires this to Faust; tests drive it directly too.
 """
 
@@ -39,9 +47,12 @@ from streams.timefmt import Millis
 # The two topics are produced and fetched separately, so one can show its messages of a
 # moment a little before the other does, even when both look caught up. So a topic still
 # holds its partition's event time back to what was read from it while it has delivered
-# within this many seconds of wall-clock time, and, for everyone, during the first this
-# many seconds after the partition had been quiet (a restart, or a feed that resumes).
+# within this many seconds of wall-clock time, and a burst begins when a partition has
+# been quiet for this long (a restart, or a feed that resumes).
 TOPIC_QUIET_SECONDS = 1.0
+# For this long after a quiet spell, event time runs past a topic that has not delivered
+# lately no faster than the wall clock (see the module's docstring).
+RESUME_HOLD_SECONDS = 5.0
 
 # (topic, partition) -> True while that topic partition has messages not yet read
 Backlog = Callable[[str, int], bool]
@@ -84,24 +95,38 @@ class PartitionClock:
     read_up_to: dict[str, Millis] = field(default_factory=dict)
     read_at: dict[str, float] = field(default_factory=dict)  # wall time of the last message
     burst_at: float = 0.0  # wall time of the first message after a quiet spell
+    burst_ts: Millis | None = None  # ts of the first event read since then
 
     def event_time(
-        self, topics: Iterable[str], partition: int, backlog: Backlog, wall: float
+        self,
+        topics: Iterable[str],
+        partition: int,
+        backlog: Backlog,
+        wall: float,
+        idle: bool = False,
     ) -> Millis | None:
         """The largest ts read, held back to the slowest topic that has a backlog or has
         delivered within the last TOPIC_QUIET_SECONDS (the other topic's messages of the
-        same moment may still be on their way)."""
+        same moment may still be on their way); early in a burst, past a quiet topic no
+        faster than the wall clock from the burst's first event. `idle`: nothing has come
+        for the idle time, so only a backlog holds event time back."""
         if not self.read_up_to:
             return None
         limit = max(self.read_up_to.values())
-        resuming = wall - self.burst_at < TOPIC_QUIET_SECONDS
+        since_burst = wall - self.burst_at
         for topic in topics:
             seen = self.read_up_to.get(topic)
-            recent = seen is not None and wall - self.read_at.get(topic, 0.0) < TOPIC_QUIET_SECONDS
-            if backlog(topic, partition) or resuming or recent:
+            read_at = self.read_at.get(topic)
+            recent = read_at is not None and wall - read_at < TOPIC_QUIET_SECONDS
+            if backlog(topic, partition) or (recent and not idle):
                 if seen is None:
                     return None
                 limit = min(limit, seen)
+            elif since_burst < RESUME_HOLD_SECONDS and not idle:
+                if self.burst_ts is None:
+                    return None
+                paced = self.burst_ts + int(since_burst * 1000)
+                limit = min(limit, paced if seen is None else max(seen, paced))
         return limit
 
 
@@ -164,7 +189,11 @@ class StreamProcessor:
             engine.watermark = watermark
             self.engines[partition] = engine
             self.clocks[partition] = PartitionClock(
-                engine.watermark, wall, read_up_to, burst_at=wall
+                engine.watermark,
+                wall,
+                read_up_to,
+                burst_at=wall,
+                burst_ts=max(read_up_to.values(), default=None),
             )
 
     def forget(self, partitions: Iterable[int]) -> None:
@@ -223,6 +252,7 @@ class StreamProcessor:
             clock = self.clocks[message.partition]
             if wall - clock.wall >= TOPIC_QUIET_SECONDS:
                 clock.burst_at = wall
+                clock.burst_ts = None
             clock.wall = wall
             touched.add(message.partition)
             if message.value is None:
@@ -232,6 +262,8 @@ class StreamProcessor:
             if isinstance(item, DeadLetter):
                 outputs.append(item)
                 continue
+            if clock.burst_ts is None:
+                clock.burst_ts = item.ts
             seen = clock.read_up_to.get(message.topic)
             if seen is None or item.ts > seen:
                 clock.read_up_to[message.topic] = item.ts
@@ -242,9 +274,11 @@ class StreamProcessor:
         self._count(outputs)
         return outputs
 
-    def _advance(self, partition: int, backlog: Backlog, wall: float) -> list[Output]:
+    def _advance(
+        self, partition: int, backlog: Backlog, wall: float, idle: bool = False
+    ) -> list[Output]:
         clock = self.clocks[partition]
-        target = clock.event_time(self.topics, partition, backlog, wall)
+        target = clock.event_time(self.topics, partition, backlog, wall, idle)
         if target is None:
             return []
         clock.watermark = target if clock.watermark is None else max(clock.watermark, target)
@@ -260,7 +294,7 @@ class StreamProcessor:
             idle = wall - clock.wall
             if idle < self.idle_seconds or any(backlog(t, partition) for t in self.topics):
                 continue
-            outputs.extend(self._advance(partition, backlog, wall))  # caught up: largest ts
+            outputs.extend(self._advance(partition, backlog, wall, idle=True))  # largest ts
             outputs.extend(engine.flush_idle())
         self._count(outputs)
         return outputs

@@ -36,6 +36,7 @@ from streams.settings import Settings, load_settings
 from streams.simulate import SimulationOptions, iter_events
 from streams.state_codec import user_of
 from streams.stream_processor import (
+    RESUME_HOLD_SECONDS,
     TOPIC_QUIET_SECONDS,
     Message,
     PartitionClock,
@@ -90,6 +91,51 @@ def test_digits_behind_their_call_events_when_a_quiet_feed_resumes() -> None:
     out += processor.handle(digits, wall=110.5)  # the digits, half a second later
     out += processor.idle_flush(wall=200.0)
     check(out)
+
+
+def test_digits_seconds_behind_a_bulk_burst_still_count() -> None:
+    """A quiet feed resumes with many minutes of events at once (a file published in bulk)
+    and the digits of the same moment reach the broker 1.5 s after the call events, with
+    more call events read meanwhile: event time runs past the quiet digit topic no faster
+    than the wall clock from the burst's first event, so the code still goes to the held
+    call in version 1."""
+    config, calls, digits = second_line_day()
+    processor = StreamProcessor(config)
+    processor.restore([0], {}, wall=0.0)
+    out = processor.handle(calls[:3] + digits[:1], wall=100.0)  # up to the first digit
+    out += processor.handle(calls[3:-2], wall=110.0)  # after 10 s of quiet: a burst
+    out += processor.handle(calls[-2:-1], wall=110.6)  # more of it, in the first second
+    out += processor.handle(calls[-1:], wall=111.2)  # and after it
+    out += processor.handle(digits[1:], wall=111.5)  # the digits, 1.5 s behind
+    out += processor.idle_flush(wall=200.0)
+    check(out)
+
+
+def test_a_quiet_topic_holds_event_time_to_the_wall_clock_early_in_a_burst() -> None:
+    """A burst whose first event had ts 61 s, read up to 900 s a second and a half
+    later: event time 62.5 s while the digits (read up to 60 s) are quiet."""
+    bulk = PartitionClock(read_up_to={CALLS: 900_000, DIGITS: 60_000},
+                          read_at={CALLS: 110.0, DIGITS: 100.0}, burst_at=110.0, burst_ts=61_000)
+
+    def caught_up(topic: str, partition: int) -> bool:
+        return False
+
+    at = 111.5  # past TOPIC_QUIET_SECONDS into the burst
+    assert bulk.event_time((CALLS, DIGITS), 0, caught_up, at) == 61_000 + 1_500
+    assert bulk.event_time((CALLS, DIGITS), 0, caught_up, at, idle=True) == 900_000
+    assert bulk.event_time((CALLS, DIGITS), 0, caught_up, 110.0 + RESUME_HOLD_SECONDS) == (
+        900_000
+    )
+    # live traffic: the burst began at ts 898.9 s, and the ts keep pace with the clock
+    live = PartitionClock(read_up_to={CALLS: 900_000, DIGITS: 890_000},
+                          read_at={CALLS: 111.4, DIGITS: 100.0}, burst_at=110.0, burst_ts=898_900)
+    assert live.event_time((CALLS, DIGITS), 0, caught_up, at) == 900_000
+    assert PartitionClock(read_up_to={CALLS: 900_000}, burst_at=110.0).event_time(
+        (CALLS, DIGITS), 0, caught_up, at
+    ) is None  # no event read in this burst yet
+    sparse = PartitionClock(read_up_to={CALLS: 900_000}, read_at={CALLS: 111.5},
+                            burst_at=110.0, burst_ts=898_500)
+    assert sparse.event_time((CALLS, DIGITS), 0, caught_up, at) == 900_000  # no digits at all
 
 
 def second_line_day() -> tuple[Settings, list[Message], list[Message]]:
