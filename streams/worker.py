@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from streams.cdr import Cdr
 from streams.engine import Output
 from streams.errors import WorkerError
+from streams.gcpolicy import collect_rarely
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
 from streams.stream_processor import StateWrite, StreamProcessor
@@ -431,4 +432,5 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     # No terminal spinner: it puts the root logger at DEBUG, so that every debug call of
     # aiokafka and Faust (several per message produced) builds a log record for nothing.
     worker.spinner = None
+    collect_rarely()
     worker.execute_from_commandline()

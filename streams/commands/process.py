@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import gc
 from typing import Any
 
 from streams.commands.common import add_config_option, say, settings_from
 from streams.filemode import process_file
+from streams.gcpolicy import collect_rarely
 from streams.serialization import format_for
 
 
@@ -27,16 +27,9 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def batch_gc() -> None:
-    """A batch job makes millions of short-lived, acyclic objects (events, legs, CDRs):
-    collect the youngest generation far less often, and never scan what start-up built."""
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 20)
-
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    batch_gc()
+    collect_rarely()
     stats = process_file(settings, args.input, args.output, format_for(args.output, args.format))
     say(
         f"{stats.events} events -> {stats.cdrs} CDR versions for {stats.calls} records "
