@@ -23,6 +23,7 @@ import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import streams
+from streams.avro_flat import FlatRecordReader, flat_reader
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin, raw_text
 from streams.errors import EventDecodeError, SerializationError
@@ -463,11 +464,20 @@ def decode_single_object(data: bytes) -> tuple[str, dict[str, Any]]:
     name = _schemas_by_fingerprint().get(data[2:10])
     if name is None:
         raise SerializationError(f"unknown Avro schema fingerprint {data[2:10].hex()}")
+    reader = _flat_reader(name)
     try:
+        if reader is not None:
+            return name, reader.read(data, 10)
         record = fastavro.schemaless_reader(io.BytesIO(data[10:]), _plain_reader_schema(name), None)
     except Exception as error:
         raise SerializationError(f"bad Avro {name} record: {error}") from None
     return name, record  # type: ignore[return-value]
+
+
+@cache
+def _flat_reader(name: str) -> FlatRecordReader | None:
+    """The fast reader of a flat record schema (the events'), else None (fastavro)."""
+    return flat_reader(schema_document(name))
 
 
 def encode_event_message(event: Event, encoding: str) -> bytes:

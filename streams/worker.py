@@ -45,6 +45,7 @@ from streams.stream_processor import StateWrite, StreamProcessor
 from streams.worker_consumer import Batch, BatchApp
 
 TABLE_NAME = "user-state"
+RECORD_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
 log = logging.getLogger(__name__)
 
 
@@ -175,6 +176,10 @@ def create_app(settings: Settings) -> BatchApp:
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=worker.batch_size,
         producer_acks=-1,
+        # record batches of up to 512 KiB: a checkpoint's changelog records and a fetch's
+        # CDRs go out in a few batches, not one per 16 KiB (aiokafka's default)
+        producer_max_batch_size=RECORD_BATCH_BYTES,
+        producer_max_request_size=2 * RECORD_BATCH_BYTES,
         processing_guarantee="at_least_once",
         broker_commit_interval=worker.commit_interval_seconds,
         broker_rebalance_timeout=worker.rebalance_timeout_seconds,
@@ -357,7 +362,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             metrics.partitions.set(len(assigned))
             processor.restore(assigned, table.data, time.time())
             await publish(processor.idle_flush(time.time(), backlog))
-            if checkpoint_due() or deliveries:
+            if checkpoint_due():
                 await checkpoint()
             _update_lag(app, processor, metrics)
 
