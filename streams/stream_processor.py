@@ -29,7 +29,7 @@ from typing import NamedTuple, Protocol
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
-from streams.engine import Engine, Output
+from streams.engine import Engine, Output, UserState
 from streams.serialization import decode_event_message
 from streams.settings import Settings
 from streams.state_codec import (
@@ -146,6 +146,24 @@ class StateWrite(NamedTuple):
     value: bytes | None
 
 
+class StateChanges(NamedTuple):
+    """A partition's changes taken at one checkpoint: entries to delete first (garbage
+    left by a crash), the changed users' states, then its watermark entry."""
+
+    partition: int
+    garbage: list[bytes]
+    users: list[tuple[str, UserState | None]]
+    watermark: bytes | None
+
+    def deletions(self) -> list[StateWrite]:
+        return [StateWrite(self.partition, key, None) for key in self.garbage]
+
+    def last(self) -> list[StateWrite]:
+        if self.watermark is None:
+            return []
+        return [StateWrite(self.partition, watermark_key(self.partition), self.watermark)]
+
+
 class StreamProcessor:
     """Engines by partition. Not thread-safe: the worker calls it from one task."""
 
@@ -211,27 +229,38 @@ class StreamProcessor:
         """The table writes that persist every change since the last call, in the order
         they must be made: for each changed user, its new pieces, its manifest, then the
         pieces it no longer has (see streams/state_codec.py)."""
+        for change in self.take_changes():
+            yield from change.deletions()
+            for user_id, state in change.users:
+                yield from self.writes_of(change.partition, user_id, state)
+            yield from change.last()
+
+    def take_changes(self) -> list[StateChanges]:
+        """What changed since the last call, by partition, as it is now: the users' states
+        are immutable values, so they can be encoded (`writes_of`) while the engines go on.
+        Changes must be encoded in the order taken, each call's before the next's."""
+        taken: list[StateChanges] = []
         for partition, engine in self.engines.items():
-            for key in self.garbage.pop(partition, []):
-                yield StateWrite(partition, key, None)
+            garbage = self.garbage.pop(partition, [])
             changed = engine.take_changed()
-            written = self.written.setdefault(partition, {})
-            for user_id, state in changed.items():
-                writes, now = user_writes(partition, user_id, written.get(user_id), state)
-                for key, value in writes:
-                    yield StateWrite(partition, key, value)
-                if now is None:
-                    written.pop(user_id, None)
-                else:
-                    written[user_id] = now
+            watermark = None
             if changed and engine.watermark is not None:
-                yield StateWrite(
-                    partition,
-                    watermark_key(partition),
-                    encode_watermark(
-                        partition, engine.watermark, self.clocks[partition].read_up_to
-                    ),
+                watermark = encode_watermark(
+                    partition, engine.watermark, self.clocks[partition].read_up_to
                 )
+            if garbage or changed:
+                taken.append(StateChanges(partition, garbage, list(changed.items()), watermark))
+        return taken
+
+    def writes_of(self, partition: int, user_id: str, state: UserState | None) -> list[StateWrite]:
+        """The writes that take a user's entries in the table to `state` (None: gone)."""
+        written = self.written.setdefault(partition, {})
+        writes, now = user_writes(partition, user_id, written.get(user_id), state)
+        if now is None:
+            written.pop(user_id, None)
+        else:
+            written[user_id] = now
+        return [StateWrite(partition, key, value) for key, value in writes]
 
     # ------------------------------------------------------------ events
 

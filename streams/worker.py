@@ -41,11 +41,12 @@ from streams.errors import WorkerError
 from streams.gcpolicy import collect_rarely
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
-from streams.stream_processor import StateWrite, StreamProcessor
+from streams.stream_processor import StateChanges, StateWrite, StreamProcessor
 from streams.worker_consumer import Batch, BatchApp
 
 TABLE_NAME = "user-state"
 RECORD_BATCH_BYTES = 512 * 1024  # below the broker's default message.max.bytes (1 MiB)
+CHECKPOINT_SLICE_USERS = 200  # users encoded between two chances to handle a batch
 log = logging.getLogger(__name__)
 
 
@@ -230,6 +231,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
     deliveries: list[Awaitable[Any]] = []
     handled: dict[TP, int] = {}
     last_checkpoint = [time.monotonic()]
+    checkpointing: list[asyncio.Future[None] | None] = [None]  # the one running, if any
     checkpoint_every = worker.commit_interval_seconds / 2
 
     async def publish(outputs: Sequence[Output]) -> None:
@@ -255,41 +257,80 @@ def _wire(app: BatchApp, settings: Settings) -> None:
         if letters:
             metrics.dead_letters.inc(letters)
 
-    async def checkpoint() -> None:
-        """Every CDR and dead letter sent so far delivered; then every user state changed
-        since the last checkpoint written to the table (one write per user, however many
-        batches changed it) and the producer flushed; only then the offsets handled
-        committable. Called with the lock held."""
-        if deliveries:
-            pending = list(deliveries)
-            deliveries.clear()
-            await asyncio.gather(*pending)
-        await persist(list(processor.state_writes()))
-        consumer = app.batch_consumer
-        for tp, offset in handled.items():
-            consumer.mark_processed(tp, offset)
+    def begin_checkpoint() -> None:
+        """Start a checkpoint unless one is running: what was done so far is taken now
+        (the CDR deliveries, the offsets handled, the changed user states, which are
+        immutable values) and persisted by a background task, in slices, while batches
+        go on being handled. In order: every CDR and dead letter delivered; every user
+        state changed written to the table (one write per user, however many batches
+        changed it), its changelog records delivered; only then the offsets committable.
+        One checkpoint at a time, each taking what the last one did not. Called with the
+        lock held; a checkpoint that failed raises here, as a failed batch would."""
+        running = checkpointing[0]
+        if running is not None:
+            if not running.done():
+                return
+            checkpointing[0] = None
+            running.result()  # raises what the checkpoint raised
+        pending = list(deliveries)
+        deliveries.clear()
+        marks = dict(handled)
         handled.clear()
-        metrics.open_legs.set(processor.open_legs)
+        changes = processor.take_changes()
         last_checkpoint[0] = time.monotonic()
+        checkpointing[0] = asyncio.ensure_future(run_checkpoint(pending, changes, marks))
 
-    async def persist(writes: list[StateWrite]) -> None:
+    async def run_checkpoint(
+        pending: list[Awaitable[Any]], changes: list[StateChanges], marks: dict[TP, int]
+    ) -> None:
+        if pending:
+            await asyncio.gather(*pending)
+        await persist(changes)
+        consumer = app.batch_consumer
+        for tp, offset in marks.items():
+            consumer.mark_processed(tp, offset)
+        metrics.open_legs.set(processor.open_legs)
+
+    async def checkpoint() -> None:
+        """A whole checkpoint of everything done so far, awaited (revocation, stop)."""
+        await settle_checkpoint()
+        begin_checkpoint()
+        await settle_checkpoint()
+
+    async def settle_checkpoint() -> None:
+        running, checkpointing[0] = checkpointing[0], None
+        if running is not None:
+            await running
+
+    async def persist(changes: list[StateChanges]) -> None:
         """Write the changed user states to the table, and their changelog records in one
         record batch per partition (not Faust's per-message changelog path, which costs
-        far more than the write), awaiting their delivery. Then, as Faust's own callback
+        far more than the write), awaiting their delivery. Users are encoded a slice at
+        a time, letting batches be handled in between. Then, as Faust's own callback
         would, the RocksDB store notes the changelog offset it holds data up to."""
-        if not writes:
+        if not changes:
             return
         store: Any = table.data  # a Faust Store: memory or RocksDB
         changelog = table.changelog_topic.get_topic_name()
         batches = _Batches(app.producer, known_topics)
-        for write in writes:
-            with _in_partition(kafka.call_events_topic, write.partition):
-                if write.value is None:
-                    if write.key in store:
-                        del store[write.key]
-                else:
-                    store[write.key] = write.value
-            await batches.add(changelog, write.key, write.value, partition=write.partition)
+
+        async def write(writes: list[StateWrite]) -> None:
+            for entry in writes:
+                with _in_partition(kafka.call_events_topic, entry.partition):
+                    if entry.value is None:
+                        if entry.key in store:
+                            del store[entry.key]
+                    else:
+                        store[entry.key] = entry.value
+                await batches.add(changelog, entry.key, entry.value, partition=entry.partition)
+
+        for change in changes:
+            await write(change.deletions())
+            for first in range(0, len(change.users), CHECKPOINT_SLICE_USERS):
+                for user_id, state in change.users[first:first + CHECKPOINT_SLICE_USERS]:
+                    await write(processor.writes_of(change.partition, user_id, state))
+                await asyncio.sleep(0)  # let a fetched batch be handled
+            await write(change.last())
         for metadata in await asyncio.gather(*await batches.send()):
             store.set_persisted_offset(
                 faust.types.TP(metadata.topic, metadata.partition), metadata.offset
@@ -333,7 +374,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             messages = [record for _, records in batch for record in records]
             await publish(processor.handle(messages, time.time(), backlog))
             if checkpoint_due():
-                await checkpoint()
+                begin_checkpoint()
 
     async def on_stop() -> None:
         """The fetcher has stopped (SIGTERM): persist what was done, so that the
@@ -363,7 +404,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             processor.restore(assigned, table.data, time.time())
             await publish(processor.idle_flush(time.time(), backlog))
             if checkpoint_due():
-                await checkpoint()
+                begin_checkpoint()
             _update_lag(app, processor, metrics)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]

@@ -13,7 +13,7 @@ from faust.types import TP
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
-from streams.engine import run_events
+from streams.engine import UserState, run_events
 from streams.events import DTMF
 from streams.serialization import (
     CALL_EVENT_SCHEMA,
@@ -34,7 +34,7 @@ from streams.serialization import (
 )
 from streams.settings import Settings, load_settings
 from streams.simulate import SimulationOptions, iter_events
-from streams.state_codec import user_of
+from streams.state_codec import WATERMARK_PREFIX, StateBuilder, user_of
 from streams.stream_processor import (
     RESUME_HOLD_SECONDS,
     TOPIC_QUIET_SECONDS,
@@ -207,6 +207,64 @@ def test_a_restart_from_the_table_gives_the_same_cdrs(cut: float) -> None:
         wall += 1
         out += second.idle_flush(wall)
     assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
+
+
+def test_a_checkpoint_encoded_while_batches_go_on_persists_the_state_it_took() -> None:
+    """As the worker's background checkpoint does: changes are taken, more batches are
+    handled, and only then are the taken changes encoded into the table. The table then
+    holds each user exactly as it was when the changes were taken; and a processor
+    restored from it, reading again from the offsets handled by then (a crash before the
+    next checkpoint), ends with file mode's CDRs."""
+    config = load_settings(None, environ={})
+    kafka = config.kafka
+    events = list(iter_events(config, SimulationOptions(users=6, seed=4, resend_rate=0.02,
+                                                         disorder_ms=2000)))
+    expected = latest_versions(
+        item for item in run_events(config, ((e, None) for e in events)) if isinstance(item, Cdr)
+    )
+    messages = []
+    for offset, event in enumerate(events):
+        topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
+        messages.append(Message(topic, 0, offset, encode_event_message(event, "json")))
+    table: dict[bytes, bytes] = {}
+    first = StreamProcessor(config)
+    first.restore([0], {}, 100.0)
+    out: list[object] = []
+    handled_at_take = 0
+    cut = int(len(messages) * 0.6)
+    for start in range(0, cut, 300):
+        taken, taken_at = first.take_changes(), start  # what was handled before `start`
+        as_taken = dict(first.engines[0].users)  # immutable values: a snapshot
+        out += first.handle(messages[start:start + 300], 100.0 + start / 1000)
+        for change in taken:  # encoded after another batch was handled
+            for write in [*change.deletions(),
+                          *(w for user, state in change.users
+                            for w in first.writes_of(change.partition, user, state)),
+                          *change.last()]:
+                if write.value is None:
+                    table.pop(write.key, None)
+                else:
+                    table[write.key] = write.value
+        handled_at_take = taken_at
+        builder = StateBuilder()
+        for key, value in table.items():
+            if not key.startswith(WATERMARK_PREFIX):
+                builder.add(key, value)
+        states = builder.build()[0]
+        assert {user: fields(state) for user, state in states.items()} == {
+            user: fields(state) for user, state in as_taken.items()
+        }
+    second = StreamProcessor(config)  # the crash: everything after the last encoded take
+    second.restore([0], table, 200.0)
+    for start in range(handled_at_take, len(messages), 300):
+        out += second.handle(messages[start:start + 300], 200.0 + start / 1000)
+    for step in range(10):
+        out += second.idle_flush(300.0 + step)
+    assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
+
+
+def fields(state: UserState) -> tuple[object, ...]:
+    return (state.legs, state.issued, state.tombstones, state.due, state.waiting)
 
 
 def test_kafka_messages_are_the_avro_schemas_encoding() -> None:
