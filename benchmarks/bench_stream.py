@@ -2,7 +2,8 @@
 
 In one run, on the same broker and the same messages:
 1. pass-through: a plain aiokafka consume-and-produce of the event topics (no decoding,
-   no engine): the ceiling for any Python processor here;
+   no engine), with a `send` per record, and again with record batches (as the worker
+   produces): the ceiling for any Python processor here;
 2. the worker's sustained rate over a backlog of a simulated day;
 3. CDR latency, release event produced to CDR readable on `cdr` (p50, p99), with events
    produced live at half the sustained rate, stamped with the wall clock.
@@ -75,7 +76,10 @@ def metric(port: int, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in page.splitlines() if line.startswith(name))
 
 
-async def pass_through(settings: Settings, total: int) -> float:
+async def pass_through(settings: Settings, total: int, *, batched: bool) -> float:
+    """Consume the event topics and produce every message again, nothing else: with a
+    `send` per record (the plain way), or `batched` into one record batch per partition
+    per fetch (as the worker produces its outputs: the ceiling for that way)."""
     kafka = settings.kafka
     consumer = AIOKafkaConsumer(
         kafka.call_events_topic,
@@ -85,23 +89,28 @@ async def pass_through(settings: Settings, total: int) -> float:
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=4 * 1024 * 1024,
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5, acks="all")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, linger_ms=5, acks="all",
+        max_batch_size=512 * 1024, max_request_size=1024 * 1024,
+    )
     await consumer.start()
     await producer.start()
     seen, started = 0, None
+    out_topic = kafka.cdr_topic + "-passthrough"
+    out_partitions = len(await producer.partitions_for(out_topic))  # auto-created
     try:
         while seen < total:
-            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            if started is None and batches:
+            fetched = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if started is None and fetched:
                 started = time.perf_counter()
             futures = []
-            for records in batches.values():
-                for record in records:
-                    futures.append(
-                        await producer.send(
-                            kafka.cdr_topic + "-passthrough", record.value, key=record.key
-                        )
-                    )
+            for tp, records in fetched.items():
+                if batched:
+                    partition = tp.partition % out_partitions
+                    futures += await _send_batched(producer, out_topic, partition, records)
+                else:
+                    for record in records:
+                        futures.append(await producer.send(out_topic, record.value, key=record.key))
                 seen += len(records)
             if futures:
                 await asyncio.gather(*futures)
@@ -110,6 +119,20 @@ async def pass_through(settings: Settings, total: int) -> float:
     finally:
         await consumer.stop()
         await producer.stop()
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[Any]
+) -> list[Any]:
+    futures = []
+    batch = producer.create_batch()
+    for record in records:
+        if batch.append(key=record.key, value=record.value, timestamp=None) is None:  # full
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            batch = producer.create_batch()
+            batch.append(key=record.key, value=record.value, timestamp=None)
+    futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
 
 
 def sustained(config: Path, settings: Settings, workdir: Path, total: int) -> float:
@@ -277,12 +300,14 @@ def main() -> None:
     total = stats.events
     print(f"published {total:,} events in {stats.seconds:.1f} s ({total / stats.seconds:,.0f}/s)")
 
-    ceiling = asyncio.run(pass_through(settings, total))
-    print(f"pass-through (aiokafka consume + produce, no processing): {ceiling:,.0f} events/s")
+    ceiling = asyncio.run(pass_through(settings, total, batched=False))
+    print(f"pass-through, a send per record (aiokafka, no processing): {ceiling:,.0f} events/s")
+    batched = asyncio.run(pass_through(settings, total, batched=True))
+    print(f"pass-through, record batches (aiokafka, no processing): {batched:,.0f} events/s")
     rate = sustained(config, settings, workdir, total)
     print(
         f"worker, sustained over a backlog: {rate:,.0f} events/s "
-        f"({rate / ceiling:.0%} of pass-through)"
+        f"({rate / ceiling:.0%} of the plain pass-through, {rate / batched:.0%} of the batched)"
     )
 
     config2, settings2 = setup(workdir, bootstrap, args.partitions)
