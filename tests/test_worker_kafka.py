@@ -164,6 +164,41 @@ def test_restart_after_sigterm(setup, tmp_path: Path) -> None:
     assert_versions_idempotent(settings)
 
 
+def test_rocksdb_store_restart_after_sigterm_and_after_sigkill(
+    tmp_path: Path, kafka_bootstrap: str, kafka_topic_prefix: str
+) -> None:
+    """The deployed configuration keeps the table in RocksDB (deploy/k8s): the worker
+    writes it and its changelog directly, a restarted worker reads its own RocksDB (and
+    the changelog past it). Stopped cleanly, then killed, then restarted: file mode's
+    final CDRs."""
+    config = tmp_path / "config.toml"
+    settings = write_config(config, kafka_bootstrap, kafka_topic_prefix, store="rocksdb://")
+    cli("topics", "create", "--config", str(config))
+    events = simulate(tmp_path / "day.jsonl", users=6, seed=21)
+    expected = file_mode_final(settings, events)
+    first, second = split_file(events, 0.5)
+    publish(config, first)
+    workers: list[WorkerProcess] = []
+    try:
+        workers.append(WorkerProcess(config, tmp_path / "first.log", None))
+        wait_for(lambda: len(all_cdr_versions(settings)) > 5 or None, FINAL_TIMEOUT, "CDRs")
+        assert workers[-1].terminate() == 0, workers[-1].tail()
+        assert any((tmp_path / "worker-data").rglob("*.sst")) or any(
+            (tmp_path / "worker-data").rglob("CURRENT")
+        ), "no RocksDB store was written"
+        workers.append(WorkerProcess(config, tmp_path / "second.log", None))
+        publish(config, second)
+        wait_for(lambda: len(all_cdr_versions(settings)) > len(expected) // 2 or None,
+                 FINAL_TIMEOUT, "more CDRs")
+        workers[-1].kill()
+        workers.append(WorkerProcess(config, tmp_path / "third.log", None))
+        got = wait_for_cdrs(settings, expected, FINAL_TIMEOUT)
+        assert_same_final(got, expected, workers[-1])
+    finally:
+        for worker in workers:
+            worker.ensure_stopped()
+
+
 def test_paused_feed_is_flushed_when_idle_then_resumes(setup, tmp_path: Path) -> None:
     """The switch stops sending mid-day: after settle_seconds of idle wall-clock time the
     worker issues what it has (SPEC C8). When the rest arrives, the final CDRs are file

@@ -28,7 +28,8 @@ def free_port() -> int:
 
 
 def write_config(
-    path: Path, bootstrap: str, prefix: str, partitions: int = 3, encoding: str = "avro"
+    path: Path, bootstrap: str, prefix: str, partitions: int = 3, encoding: str = "avro",
+    *, store: str = "memory://",
 ) -> Settings:
     """The embedded default config plus [kafka] and [worker] tables private to one test."""
     text = (
@@ -46,6 +47,7 @@ cdr_encoding = "{encoding}"
 
 [worker]
 app_id = "{prefix}cdrstream"
+store = "{store}"
 web_port = {free_port()}
 web_bind = "127.0.0.1"
 data_dir = "{path.parent / "worker-data"}"
