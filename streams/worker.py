@@ -38,7 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from streams.cdr import Cdr
 from streams.engine import Output
 from streams.errors import WorkerError
-from streams.gcpolicy import collect_rarely
+from streams.gcpolicy import SurvivorFreezer, collect_rarely
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
 from streams.stream_processor import StateChanges, StateWrite, StreamProcessor
@@ -232,6 +232,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
     handled: dict[TP, int] = {}
     last_checkpoint = [time.monotonic()]
     checkpointing: list[asyncio.Future[None] | None] = [None]  # the one running, if any
+    survivors = SurvivorFreezer()  # see streams/gcpolicy.py
     checkpoint_every = worker.commit_interval_seconds / 2
 
     async def publish(outputs: Sequence[Output]) -> None:
@@ -406,6 +407,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             if checkpoint_due():
                 begin_checkpoint()
             _update_lag(app, processor, metrics)
+            survivors.tick(time.monotonic())
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
