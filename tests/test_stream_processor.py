@@ -14,7 +14,7 @@ from faust.types import TP
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
 from streams.engine import UserState, run_events
-from streams.events import DTMF
+from streams.events import DTMF, Event
 from streams.serialization import (
     CALL_EVENT_SCHEMA,
     CDR_SCHEMA,
@@ -160,18 +160,25 @@ def check(out: list[Cdr | DeadLetter]) -> None:
     assert cdrs["sw1:a2"].account_code_status == "applied"
 
 
+def faulty_day(seed: int) -> tuple[Settings, list[Event], dict[str, Cdr]]:
+    """A simulated day of 6 users with re-sent and disordered events, and file mode's
+    final CDRs for it."""
+    config = load_settings(None, environ={})
+    events = list(iter_events(config, SimulationOptions(users=6, seed=seed, resend_rate=0.02,
+                                                         disorder_ms=2000)))
+    expected = latest_versions(
+        item for item in run_events(config, ((e, None) for e in events)) if isinstance(item, Cdr)
+    )
+    return config, events, expected
+
+
 @pytest.mark.parametrize("cut", [0.2, 0.5, 1.0])
 def test_a_restart_from_the_table_gives_the_same_cdrs(cut: float) -> None:
     """One processor reads part of a day and persists its state; a new one restores it
     from the table writes, reads the rest (or nothing), then goes idle: the final CDRs are
     file mode's."""
-    config = load_settings(None, environ={})
+    config, events, expected = faulty_day(seed=8)
     kafka = config.kafka
-    events = list(iter_events(config, SimulationOptions(users=6, seed=8, resend_rate=0.02,
-                                                         disorder_ms=2000)))
-    expected = latest_versions(
-        item for item in run_events(config, ((e, None) for e in events)) if isinstance(item, Cdr)
-    )
     offsets: dict[tuple[str, int], int] = {}
     messages = []
     for event in events:
@@ -215,13 +222,8 @@ def test_a_checkpoint_encoded_while_batches_go_on_persists_the_state_it_took() -
     holds each user exactly as it was when the changes were taken; and a processor
     restored from it, reading again from the offsets handled by then (a crash before the
     next checkpoint), ends with file mode's CDRs."""
-    config = load_settings(None, environ={})
+    config, events, expected = faulty_day(seed=4)
     kafka = config.kafka
-    events = list(iter_events(config, SimulationOptions(users=6, seed=4, resend_rate=0.02,
-                                                         disorder_ms=2000)))
-    expected = latest_versions(
-        item for item in run_events(config, ((e, None) for e in events)) if isinstance(item, Cdr)
-    )
     messages = []
     for offset, event in enumerate(events):
         topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
