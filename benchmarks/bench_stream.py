@@ -62,7 +62,10 @@ def setup(workdir: Path, bootstrap: str, partitions: int) -> tuple[Path, Setting
     prefix = f"bench-{uuid.uuid4().hex[:6]}-"
     config = workdir / f"{prefix}config.toml"
     settings = write_config(config, bootstrap, prefix, partitions=partitions)
+    # the worker as deployed: the defaults of the idle flush (settle_seconds), the fetch
+    # wait and the commit interval, not the tests' shorter ones
     text = config.read_text().replace("idle_flush_seconds = 1", "idle_flush_seconds = 5")
+    text = text.replace("commit_interval_seconds = 0.5", "commit_interval_seconds = 1.0")
     config.write_text(text.replace("batch_timeout_seconds = 0.05", "batch_timeout_seconds = 0.25"))
     cli("topics", "create", "--config", str(config))
     return config, settings
