@@ -155,14 +155,6 @@ class StateChanges(NamedTuple):
     users: list[tuple[str, UserState | None]]
     watermark: bytes | None
 
-    def deletions(self) -> list[StateWrite]:
-        return [StateWrite(self.partition, key, None) for key in self.garbage]
-
-    def last(self) -> list[StateWrite]:
-        if self.watermark is None:
-            return []
-        return [StateWrite(self.partition, watermark_key(self.partition), self.watermark)]
-
 
 class StreamProcessor:
     """Engines by partition. Not thread-safe: the worker calls it from one task."""
@@ -230,14 +222,12 @@ class StreamProcessor:
         they must be made: for each changed user, its new pieces, its manifest, then the
         pieces it no longer has (see streams/state_codec.py)."""
         for change in self.take_changes():
-            yield from change.deletions()
-            for user_id, state in change.users:
-                yield from self.writes_of(change.partition, user_id, state)
-            yield from change.last()
+            for writes in self.writes_for(change):
+                yield from writes
 
     def take_changes(self) -> list[StateChanges]:
         """What changed since the last call, by partition, as it is now: the users' states
-        are immutable values, so they can be encoded (`writes_of`) while the engines go on.
+        are immutable values, so they can be encoded (`writes_for`) while the engines go on.
         Changes must be encoded in the order taken, each call's before the next's."""
         taken: list[StateChanges] = []
         for partition, engine in self.engines.items():
@@ -252,15 +242,23 @@ class StreamProcessor:
                 taken.append(StateChanges(partition, garbage, list(changed.items()), watermark))
         return taken
 
-    def writes_of(self, partition: int, user_id: str, state: UserState | None) -> list[StateWrite]:
-        """The writes that take a user's entries in the table to `state` (None: gone)."""
+    def writes_for(self, change: StateChanges) -> Iterator[list[StateWrite]]:
+        """The table writes of a partition's changes, in the order they must be made, a
+        list at a time: the garbage's deletions, each changed user's (its new pieces, its
+        manifest, then the pieces it no longer has), the watermark. Each user is encoded
+        as its list is asked for, so the caller can pause between them."""
+        partition = change.partition
+        yield [StateWrite(partition, key, None) for key in change.garbage]
         written = self.written.setdefault(partition, {})
-        writes, now = user_writes(partition, user_id, written.get(user_id), state)
-        if now is None:
-            written.pop(user_id, None)
-        else:
-            written[user_id] = now
-        return [StateWrite(partition, key, value) for key, value in writes]
+        for user_id, state in change.users:
+            writes, now = user_writes(partition, user_id, written.get(user_id), state)
+            if now is None:
+                written.pop(user_id, None)
+            else:
+                written[user_id] = now
+            yield [StateWrite(partition, key, value) for key, value in writes]
+        if change.watermark is not None:
+            yield [StateWrite(partition, watermark_key(partition), change.watermark)]
 
     # ------------------------------------------------------------ events
 

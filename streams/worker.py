@@ -4,12 +4,13 @@ The event topics (co-partitioned by user_id) are read in batches straight from F
 consumer (`streams.worker_consumer`: one handler call per fetch, off Faust's per-message
 stream path). A `StreamProcessor` keeps one engine per partition; per-user state lives in
 the Faust table `user-state` (changelog-backed; memory or RocksDB). Each batch's CDRs and
-dead letters are sent at once. At each checkpoint (every half commit interval, at the idle
-flush, on revocation and when the fetcher stops), in this order:
+dead letters are sent at once. A checkpoint (every half commit interval, on revocation
+and when the fetcher stops) takes what was done so far and persists it in the background,
+a slice of users at a time, while batches go on being handled; in this order:
 
 1. every CDR and dead letter sent so far is delivered (awaited);
-2. each user state changed since the last checkpoint goes to the table (and its
-   changelog), and the producer is flushed;
+2. each user state changed since the last checkpoint goes to the table, and its
+   changelog records are delivered;
 3. only then do the handled events' offsets become committable.
 
 A crash at any point replays events whose effects were not all persisted; the engine
@@ -326,12 +327,10 @@ def _wire(app: BatchApp, settings: Settings) -> None:
                 await batches.add(changelog, entry.key, entry.value, partition=entry.partition)
 
         for change in changes:
-            await write(change.deletions())
-            for first in range(0, len(change.users), CHECKPOINT_SLICE_USERS):
-                for user_id, state in change.users[first:first + CHECKPOINT_SLICE_USERS]:
-                    await write(processor.writes_of(change.partition, user_id, state))
-                await asyncio.sleep(0)  # let a fetched batch be handled
-            await write(change.last())
+            for count, writes in enumerate(processor.writes_for(change), start=1):
+                await write(writes)
+                if not count % CHECKPOINT_SLICE_USERS:
+                    await asyncio.sleep(0)  # let a fetched batch be handled
         for metadata in await asyncio.gather(*await batches.send()):
             store.set_persisted_offset(
                 faust.types.TP(metadata.topic, metadata.partition), metadata.offset

@@ -239,10 +239,7 @@ def test_a_checkpoint_encoded_while_batches_go_on_persists_the_state_it_took() -
         as_taken = dict(first.engines[0].users)  # immutable values: a snapshot
         out += first.handle(messages[start:start + 300], 100.0 + start / 1000)
         for change in taken:  # encoded after another batch was handled
-            for write in [*change.deletions(),
-                          *(w for user, state in change.users
-                            for w in first.writes_of(change.partition, user, state)),
-                          *change.last()]:
+            for write in [w for writes in first.writes_for(change) for w in writes]:
                 if write.value is None:
                     table.pop(write.key, None)
                 else:
