@@ -5,12 +5,14 @@ A user's state is its legs, the CDRs it has issued (latest version, while the ca
 memory), its tombstones and two scalars (when it is next due, whether a call waits).
 Each leg and each issued CDR is a piece of its own, the tombstones together are one
 piece, and every piece's table key ends with a digest of its value: a changed piece is a
-new key, never an overwrite. The user's manifest (`<user_id> NUL M`) holds the scalars
-and the keys of its pieces. A checkpoint writes, for each changed user and in this order:
-the new pieces, then the manifest, then deletions of the pieces the manifest no longer
-names. All of a user's keys are in one changelog partition, so a crash part-way leaves
-either the old manifest with all its pieces, or the new one with all of its; what is not
-named by a manifest is garbage, deleted at the next checkpoint after a restore.
+new key, never an overwrite. The user's manifest (`<user_id> NUL M`) holds the scalars,
+the keys of its pieces, and the offsets its state has applied (per event topic, the last
+offset of the user's partition whose event is in this state). A checkpoint writes, for
+each changed user and in this order: the new pieces, then the manifest, then deletions of
+the pieces the manifest no longer names. All of a user's keys are in one changelog
+partition, so a crash part-way leaves either the old manifest with all its pieces, or the
+new one with all of its; what is not named by a manifest is garbage, deleted at the next
+checkpoint after a restore.
 
 An event changes one leg, so it writes that leg and a small manifest, however many calls
 the user has in memory. (Whole-user values, the previous format, made the changelog
@@ -25,8 +27,17 @@ and pickling them took most of a checkpoint's time).
 A value is 4 bytes of partition number, 1 byte of format version, then a pickle (a leg:
 its JSON). The partition lets a worker rebuild each partition's engine from the table
 after a restart or a rebalance without knowing the producers' partitioner. The format
-version guards upgrades: a worker refuses state written by an unknown format (reset the
-changelog, or replay, to move on). Watermarks are kept under their own keys.
+version guards upgrades: a worker reads its own format and the one before it, and refuses
+any other (reset the changelog, or replay, to move on). Watermarks are kept under their
+own keys, one per partition: its event time, the largest ts read from each topic, and the
+offsets every user's state in the table has applied.
+
+The applied offsets exist because the committed consumer offsets can be far behind the
+table: a checkpoint persists the state, and only a later commit takes its offsets. A
+worker restarted after a crash reads again from the committed offsets, and over a backlog
+that can be hours of event time that the table already has, calls whose tombstones have
+long expired (see `streams.engine`). The offsets tell it which of those events to pass
+over instead of taking them for new calls.
 """
 
 from __future__ import annotations
@@ -51,7 +62,9 @@ from streams.timefmt import Millis
 # 2: events, legs, tombstones, origins pickled as value classes, not tuples
 # 3: a manifest per user naming its pieces (legs, issued CDRs, tombstones)
 # 4: legs as JSON, built from each event's part
-FORMAT_VERSION = 4
+# 5: applied offsets in manifests and watermarks (4 is read as having none)
+FORMAT_VERSION = 5
+READABLE_FORMATS = (4, 5)
 WATERMARK_PREFIX = b"\x00watermark/"
 _HEADER = struct.Struct(">IB")
 _SEPARATOR = b"\x00"
@@ -64,8 +77,11 @@ def encode_value(partition: int, value: object) -> bytes:
 
 def partition_of(value: bytes) -> int:
     partition, version = _HEADER.unpack_from(value)
-    if version != FORMAT_VERSION:
-        raise WorkerError(f"state format {version} is not {FORMAT_VERSION}: reset the changelog")
+    if version not in READABLE_FORMATS:
+        raise WorkerError(
+            f"state format {version} is not one this worker reads {READABLE_FORMATS}: "
+            "reset the changelog"
+        )
     return int(partition)
 
 
@@ -125,6 +141,12 @@ def _piece_key(user_id: str, kind: bytes, value: bytes) -> bytes:
     return user_id.encode() + _SEPARATOR + kind + digest
 
 
+# topic -> the last offset of the user's (or partition's) events applied to the state
+Applied = dict[str, int]
+# a user's scalars (due, waiting), the keys of its pieces, the offsets applied
+Manifest = tuple[Millis | None, bool, tuple[bytes, ...], Applied]
+
+
 @dataclass(frozen=True, slots=True)
 class WrittenLeg:
     """A leg as the table holds it: the leg, its key, and its events' encoded parts."""
@@ -141,7 +163,7 @@ class Written:
     legs: dict[LegKey, WrittenLeg] = field(default_factory=dict)
     issued: dict[str, tuple[Cdr, bytes]] = field(default_factory=dict)
     tombstones: tuple[dict[LegKey, Tombstone], bytes] | None = None
-    manifest: tuple[Millis | None, bool, tuple[bytes, ...]] | None = None
+    manifest: Manifest | None = None
 
     def keys(self) -> set[bytes]:
         keys = {leg.key for leg in self.legs.values()} | {key for _, key in self.issued.values()}
@@ -151,11 +173,12 @@ class Written:
 
 
 def user_writes(
-    partition: int, user_id: str, before: Written | None, after: UserState | None
+    partition: int, user_id: str, before: Written | None, after: UserState | None,
+    applied: Applied | None = None,
 ) -> tuple[list[tuple[bytes, bytes | None]], Written | None]:
     """The table writes (key, value; None deletes), in order, that take a user from what
-    was written, `before`, to `after` (None: the user left memory); and what is written
-    then."""
+    was written, `before`, to `after` (None: the user left memory), whose state has
+    applied the events up to the offsets `applied`; and what is written then."""
     before = before or Written()
     if after is None:  # the manifest first: without it, the pieces are garbage
         gone = [manifest_key(user_id)] if before.manifest is not None else []
@@ -192,7 +215,7 @@ def user_writes(
             stones = [(tuple(key), stone) for key, stone in after.tombstones.items()]
             now.tombstones = (dict(after.tombstones), piece(TOMBSTONES, stones))
     keys = tuple(sorted(now.keys()))
-    now.manifest = (after.due, after.waiting, keys)
+    now.manifest = (after.due, after.waiting, keys, dict(applied or {}))
     if now.manifest != before.manifest:
         writes.append((manifest_key(user_id), encode_value(partition, now.manifest)))
     writes.extend((key, None) for key in sorted(before.keys() - set(keys)))
@@ -204,14 +227,15 @@ class StateBuilder:
     manifest names it. Entries no manifest names are garbage (`garbage`)."""
 
     def __init__(self) -> None:
-        self._manifests: dict[str, tuple[Millis | None, bool, tuple[bytes, ...]]] = {}
+        self._manifests: dict[str, Manifest] = {}
         self._pieces: dict[bytes, bytes] = {}
 
     def add(self, key: bytes, value: bytes) -> None:
         user_id, kind = user_of(key)
         if kind == MANIFEST:
-            due, waiting, keys = decode_value(value)
-            self._manifests[user_id] = (due, bool(waiting), tuple(keys))
+            due, waiting, keys, *rest = decode_value(value)  # format 4: no offsets
+            applied = {str(topic): int(offset) for topic, offset in (rest or [{}])[0].items()}
+            self._manifests[user_id] = (due, bool(waiting), tuple(keys), applied)
         elif kind in (LEG, ISSUED, TOMBSTONES):
             self._pieces[key] = value
         else:
@@ -223,8 +247,8 @@ class StateBuilder:
         written: dict[str, Written] = {}
         named: set[bytes] = set()
         for user_id in sorted(self._manifests):
-            due, waiting, keys = self._manifests[user_id]
-            record = Written(manifest=(due, waiting, keys))
+            due, waiting, keys, applied = self._manifests[user_id]
+            record = Written(manifest=(due, waiting, keys, applied))
             for key in keys:
                 value = self._pieces.get(key)
                 if value is None:
@@ -269,11 +293,15 @@ def watermark_key(partition: int) -> bytes:
     return WATERMARK_PREFIX + str(partition).encode()
 
 
-def encode_watermark(partition: int, watermark: Millis, read_up_to: Mapping[str, Millis]) -> bytes:
-    """A partition's event time, and the largest ts read from each of its topics."""
-    return encode_value(partition, (watermark, dict(read_up_to)))
+def encode_watermark(
+    partition: int, watermark: Millis, read_up_to: Mapping[str, Millis], applied: Applied
+) -> bytes:
+    """A partition's event time, the largest ts read from each of its topics, and the
+    offsets of each topic that every user's state in the table has applied."""
+    return encode_value(partition, (watermark, dict(read_up_to), dict(applied)))
 
 
-def decode_watermark(value: bytes) -> tuple[Millis, dict[str, Millis]]:
-    watermark, read_up_to = decode_value(value)
-    return int(watermark), dict(read_up_to)
+def decode_watermark(value: bytes) -> tuple[Millis, dict[str, Millis], Applied]:
+    watermark, read_up_to, *rest = decode_value(value)  # format 4: no offsets
+    applied = {str(topic): int(offset) for topic, offset in (rest or [{}])[0].items()}
+    return int(watermark), dict(read_up_to), applied

@@ -18,6 +18,11 @@ clock runs from the burst's first event: live traffic (whose ts keep pace with t
 clock) is not held back, while hours of events published in a second cannot carry event
 time past the other topic's messages of the same moment before they arrive.
 
+After a restart, the worker reads again from the committed offsets, which can be far
+behind the table (see `streams.state_codec`): a `Replay` of each restored partition says
+which of the events read again its users' states already have, and those are passed over
+(their ts still count for event time) until reading is past every offset the table names.
+
 `streams.worker` wires this to Faust; tests drive it directly too.
 """
 
@@ -34,6 +39,7 @@ from streams.serialization import decode_event_message
 from streams.settings import Settings
 from streams.state_codec import (
     WATERMARK_PREFIX,
+    Applied,
     StateBuilder,
     Written,
     decode_watermark,
@@ -138,6 +144,52 @@ class Counters:
     by_topic: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Replay:
+    """The offsets a restored partition's state has applied: those of the whole
+    partition (its watermark entry) and, beyond them, each user's (its manifest), with the
+    largest of all by topic (past those, reading is new to every user)."""
+
+    partition: Applied
+    users: dict[str, Applied]
+    until: Applied
+
+    @staticmethod
+    def of(partition: Applied, written: Mapping[str, Written]) -> Replay | None:
+        users = {
+            user_id: record.manifest[3]
+            for user_id, record in written.items()
+            if record.manifest is not None and record.manifest[3]
+        }
+        until = dict(partition)
+        for applied in users.values():
+            for topic, offset in applied.items():
+                until[topic] = max(offset, until.get(topic, -1))
+        return Replay(dict(partition), users, until) if until else None
+
+    def has(self, topic: str, offset: int, user_id: str | None = None) -> bool:
+        """Whether the state has the event at `offset` of `topic` (of `user_id`)."""
+        if offset > self.until.get(topic, -1):
+            return False
+        if offset <= self.partition.get(topic, -1):
+            return True
+        applied = self.users.get(user_id) if user_id is not None else None
+        return applied is not None and offset <= applied.get(topic, -1)
+
+    def passed(self, positions: Mapping[str, int]) -> bool:
+        """Whether reading (the last offset read, by topic) is past every offset named."""
+        return all(positions.get(topic, -1) >= offset for topic, offset in self.until.items())
+
+
+def _at_least(applied: Applied, more: Applied | None) -> Applied:
+    if not more:
+        return applied
+    merged = dict(applied)
+    for topic, offset in more.items():
+        merged[topic] = max(offset, merged.get(topic, -1))
+    return merged
+
+
 class StateWrite(NamedTuple):
     """A table write: key and value (None deletes), on a partition."""
 
@@ -148,12 +200,16 @@ class StateWrite(NamedTuple):
 
 class StateChanges(NamedTuple):
     """A partition's changes taken at one checkpoint: entries to delete first (garbage
-    left by a crash), the changed users' states, then its watermark entry."""
+    left by a crash), the changed users' states, then its watermark entry; the offsets
+    applied to the partition's states when taken, and for users restored with more, theirs
+    (see `Replay`)."""
 
     partition: int
     garbage: list[bytes]
     users: list[tuple[str, UserState | None]]
     watermark: bytes | None
+    applied: Applied
+    replayed: dict[str, Applied]
 
 
 class StreamProcessor:
@@ -170,6 +226,7 @@ class StreamProcessor:
         # (pieces no manifest names, left by a crash part-way through a checkpoint)
         self.written: dict[int, dict[str, Written]] = {}
         self.garbage: dict[int, list[bytes]] = {}
+        self.replays: dict[int, Replay] = {}  # restored partitions read again (see Replay)
         idle = settings.worker.idle_flush_seconds
         self.idle_seconds = settings.settle_seconds if idle is None else idle
 
@@ -181,7 +238,7 @@ class StreamProcessor:
         if not wanted:
             return
         builders = {p: StateBuilder() for p in wanted}
-        watermarks: dict[int, tuple[Millis, dict[str, Millis]]] = {}
+        watermarks: dict[int, tuple[Millis, dict[str, Millis], Applied]] = {}
         for key, value in table.items():
             if value is None:
                 continue
@@ -195,7 +252,10 @@ class StreamProcessor:
         for partition in wanted:
             users, self.written[partition], self.garbage[partition] = builders[partition].build()
             engine = Engine(self.settings, users)
-            watermark, read_up_to = watermarks.get(partition, (None, {}))
+            watermark, read_up_to, applied = watermarks.get(partition, (None, {}, {}))
+            replay = Replay.of(applied, self.written[partition])
+            if replay is not None:
+                self.replays[partition] = replay
             engine.watermark = watermark
             self.engines[partition] = engine
             self.clocks[partition] = PartitionClock(
@@ -214,6 +274,7 @@ class StreamProcessor:
             self.clocks.pop(partition, None)
             self.written.pop(partition, None)
             self.garbage.pop(partition, None)
+            self.replays.pop(partition, None)
         for position in [tp for tp in self.positions if tp[1] in gone]:
             del self.positions[position]
 
@@ -233,32 +294,63 @@ class StreamProcessor:
         for partition, engine in self.engines.items():
             garbage = self.garbage.pop(partition, [])
             changed = engine.take_changed()
+            if not (garbage or changed):
+                continue
+            applied = self._applied(partition)
+            replay = self.replays.get(partition)
+            replayed = {} if replay is None else {
+                user_id: replay.users[user_id] for user_id in changed if user_id in replay.users
+            }
             watermark = None
             if changed and engine.watermark is not None:
                 watermark = encode_watermark(
-                    partition, engine.watermark, self.clocks[partition].read_up_to
+                    partition, engine.watermark, self.clocks[partition].read_up_to, applied
                 )
-            if garbage or changed:
-                taken.append(StateChanges(partition, garbage, list(changed.items()), watermark))
+            users = list(changed.items())
+            taken.append(StateChanges(partition, garbage, users, watermark, applied, replayed))
         return taken
+
+    def _applied(self, partition: int) -> Applied:
+        """The offsets every state of `partition` has applied: those read, or, while the
+        events a restored state had are read again, the ones it was restored with."""
+        applied = {
+            topic: self.positions[(topic, partition)]
+            for topic in self.topics
+            if (topic, partition) in self.positions
+        }
+        replay = self.replays.get(partition)
+        return applied if replay is None else _at_least(applied, replay.partition)
 
     def writes_for(self, change: StateChanges) -> Iterator[list[StateWrite]]:
         """The table writes of a partition's changes, in the order they must be made, a
         list at a time: the garbage's deletions, each changed user's (its new pieces, its
-        manifest, then the pieces it no longer has), the watermark. Each user is encoded
-        as its list is asked for, so the caller can pause between them."""
+        manifest, then the pieces it no longer has), the watermark, and last the users
+        that left memory (so that until the watermark names their offsets, their old
+        manifests do). Each user is encoded as its list is asked for, so the caller can
+        pause between them."""
         partition = change.partition
         yield [StateWrite(partition, key, None) for key in change.garbage]
         written = self.written.setdefault(partition, {})
         for user_id, state in change.users:
-            writes, now = user_writes(partition, user_id, written.get(user_id), state)
-            if now is None:
-                written.pop(user_id, None)
-            else:
-                written[user_id] = now
-            yield [StateWrite(partition, key, value) for key, value in writes]
+            if state is not None:
+                yield self._user_writes(change, written, user_id, state)
         if change.watermark is not None:
             yield [StateWrite(partition, watermark_key(partition), change.watermark)]
+        for user_id, state in change.users:
+            if state is None:
+                yield self._user_writes(change, written, user_id, None)
+
+    @staticmethod
+    def _user_writes(
+        change: StateChanges, written: dict[str, Written], user_id: str, state: UserState | None
+    ) -> list[StateWrite]:
+        applied = _at_least(change.applied, change.replayed.get(user_id))
+        writes, now = user_writes(change.partition, user_id, written.get(user_id), state, applied)
+        if now is None:
+            written.pop(user_id, None)
+        else:
+            written[user_id] = now
+        return [StateWrite(change.partition, key, value) for key, value in writes]
 
     # ------------------------------------------------------------ events
 
@@ -270,9 +362,11 @@ class StreamProcessor:
         outputs: list[Output] = []
         counters = self.counters
         touched: set[int] = set()
+        replays = self.replays
         for message in messages:
             engine = self.engines[message.partition]
             origin = Origin(message.topic, message.partition, message.offset)
+            replay = replays.get(message.partition) if replays else None
             counters.events += 1
             counters.by_topic[message.topic] = counters.by_topic.get(message.topic, 0) + 1
             self.positions[(message.topic, message.partition)] = message.offset
@@ -283,11 +377,13 @@ class StreamProcessor:
             clock.wall = wall
             touched.add(message.partition)
             if message.value is None:
-                outputs.append(DeadLetter("message has no value", origin, ""))
+                if replay is None or not replay.has(message.topic, message.offset):
+                    outputs.append(DeadLetter("message has no value", origin, ""))
                 continue
             item = decode_event_message(message.value, origin)
             if isinstance(item, DeadLetter):
-                outputs.append(item)
+                if replay is None or not replay.has(message.topic, message.offset):
+                    outputs.append(item)
                 continue
             if clock.burst_ts is None:
                 clock.burst_ts = item.ts
@@ -295,7 +391,15 @@ class StreamProcessor:
             if seen is None or item.ts > seen:
                 clock.read_up_to[message.topic] = item.ts
             clock.read_at[message.topic] = wall
+            if replay is not None and replay.has(message.topic, message.offset, item.user_id):
+                continue  # the restored state has it
             outputs.extend(engine.feed(item, origin, advance=False))
+        for partition in touched & replays.keys():
+            replay_done = replays[partition].passed(
+                {topic: self.positions.get((topic, partition), -1) for topic in self.topics}
+            )
+            if replay_done:
+                del replays[partition]
         for partition in sorted(touched):
             outputs.extend(self._advance(partition, backlog, wall))
         self._count(outputs)

@@ -19,8 +19,10 @@ from streams.state_codec import (
     _event_part,
     _leg_parts,
     decode_leg,
+    decode_watermark,
     encode_leg,
     encode_value,
+    encode_watermark,
     partition_of,
     user_of,
     user_writes,
@@ -160,8 +162,31 @@ def test_an_event_writes_its_leg_and_the_manifest_only() -> None:
 def test_state_of_another_format_is_refused() -> None:
     value = bytearray(encode_value(3, ("due", False)))
     value[4] = 2  # the format byte
-    with pytest.raises(WorkerError, match=f"state format 2 is not {FORMAT_VERSION}"):
+    with pytest.raises(WorkerError, match=r"state format 2 is not one this worker reads"):
         partition_of(bytes(value))
+
+
+def test_state_of_the_format_before_is_read_as_having_applied_no_offsets() -> None:
+    """A worker upgraded from format 4 (no applied offsets) reads its table: users and
+    watermarks as they were, with no offsets to pass over."""
+    assert FORMAT_VERSION == 5
+
+    def format_4(partition: int, value: object) -> bytes:
+        encoded = bytearray(encode_value(partition, value))
+        encoded[4] = 4
+        return bytes(encoded)
+
+    builder = StateBuilder()
+    builder.add(b"alice\x00M", format_4(7, (1000, True, ())))
+    states, written, garbage = builder.build()
+    assert states["alice"].due == 1000 and states["alice"].waiting
+    assert written["alice"].manifest == (1000, True, (), {}) and garbage == []
+    assert decode_watermark(format_4(7, (5000, {"call-events": 4000}))) == (
+        5000, {"call-events": 4000}, {}
+    )
+    assert decode_watermark(encode_watermark(7, 5000, {"c": 4000}, {"c": 12})) == (
+        5000, {"c": 4000}, {"c": 12}
+    )
 
 
 def test_a_grown_leg_reuses_its_written_parts_and_reads_back_whole() -> None:

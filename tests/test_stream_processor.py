@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import types
+from collections.abc import Iterable
 from typing import Any
 
 import fastavro
@@ -259,6 +260,64 @@ def test_a_checkpoint_encoded_while_batches_go_on_persists_the_state_it_took() -
         out += second.handle(messages[start:start + 300], 200.0 + start / 1000)
     for step in range(10):
         out += second.idle_flush(300.0 + step)
+    assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
+
+
+def _one_partition(config: Settings, events: list[Event]) -> list[Message]:
+    kafka = config.kafka
+    offsets = {kafka.call_events_topic: -1, kafka.dtmf_events_topic: -1}
+    messages = []
+    for event in events:
+        topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
+        offsets[topic] += 1
+        messages.append(Message(topic, 0, offsets[topic], encode_event_message(event, "json")))
+    return messages
+
+
+@pytest.mark.parametrize("torn", [False, True])
+def test_a_restart_reading_again_hours_of_events_the_table_already_has(torn: bool) -> None:
+    """The committed offsets can be far behind the table: a checkpoint persists the state
+    and only the next commit takes its offsets, and reading a backlog moves event time on
+    by hours between two commits. A crash there (or part-way through the checkpoint's
+    writes: `torn`) makes the restarted worker read those hours again, long after the
+    table's tombstones of those calls expired. It must not take them for new calls: the
+    table says which offsets each user's state (and the partition) already has."""
+    config, events, expected = faulty_day(seed=5)
+    messages = _one_partition(config, events)
+    table: dict[bytes, bytes] = {}
+
+    def apply(writes: list[Any]) -> None:
+        for write in writes:
+            if write.value is None:
+                table.pop(write.key, None)
+            else:
+                table[write.key] = write.value
+
+    first = StreamProcessor(config)
+    first.restore([0], {}, 100.0)
+    out: list[object] = []
+    committed = len(messages) // 4  # the last commit, hours of event time back
+    cut = int(len(messages) * 0.7)
+    out += first.handle(messages[:committed], 100.0)
+    apply([w for change in first.take_changes() for ws in first.writes_for(change) for w in ws])
+    out += first.handle(messages[committed:cut], 100.5)
+    writes = [w for change in first.take_changes() for ws in first.writes_for(change) for w in ws]
+    assert first.engines[0].watermark is not None
+    span_ms = first.engines[0].watermark - events[committed].ts
+    assert span_ms > 2 * config.redelivery_horizon_seconds * 1000  # tombstones expired
+    if torn:  # the crash came after some users were written, before the watermark
+        writes = writes[: len(writes) // 2]
+    apply(writes)
+    second = StreamProcessor(config)
+    second.restore([0], table, 200.0)
+    for start in range(committed, len(messages), 300):
+        out += second.handle(messages[start:start + 300], 200.0 + start / 1000)
+    for step in range(10):
+        out += second.idle_flush(300.0 + step)
+    def letters(items: Iterable[object]) -> list[tuple[str, str | None]]:
+        return sorted((i.reason, i.event_id) for i in items if isinstance(i, DeadLetter))
+
+    assert letters(out) == letters(run_events(config, ((e, None) for e in events)))
     assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
 
 
