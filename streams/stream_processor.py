@@ -358,18 +358,25 @@ class StreamProcessor:
         self, messages: Iterable[Record], wall: float, backlog: Backlog = no_backlog
     ) -> list[Output]:
         """Decode and feed a batch of messages, then move each partition's event time on;
-        return what the engines issued."""
+        return what the engines issued. A message at or below the last offset read from
+        its topic partition is passed over: Faust seeks back to the committed offsets
+        (at the end of a table recovery, after a rebalance), and the engine, which has
+        those events, must not take them again once their calls have left memory."""
         outputs: list[Output] = []
         counters = self.counters
         touched: set[int] = set()
         replays = self.replays
+        positions = self.positions
         for message in messages:
+            where = (message.topic, message.partition)
+            if message.offset <= positions.get(where, -1):
+                continue  # this engine has it: read again after a seek back (see `handle`)
+            positions[where] = message.offset
             engine = self.engines[message.partition]
             origin = Origin(message.topic, message.partition, message.offset)
             replay = replays.get(message.partition) if replays else None
             counters.events += 1
             counters.by_topic[message.topic] = counters.by_topic.get(message.topic, 0) + 1
-            self.positions[(message.topic, message.partition)] = message.offset
             clock = self.clocks[message.partition]
             if wall - clock.wall >= TOPIC_QUIET_SECONDS:
                 clock.burst_at = wall

@@ -368,11 +368,13 @@ def _wire(app: BatchApp, settings: Settings) -> None:
             counts: Tally[str] = Tally()
             for tp, records in batch:
                 counts[tp.topic] += len(records)
-                handled[tp] = records[-1].offset
             for topic, count in counts.items():
                 metrics.events.labels(topic).inc(count)
             messages = [record for _, records in batch for record in records]
-            await publish(processor.handle(messages, time.time(), backlog))
+            outputs = processor.handle(messages, time.time(), backlog)
+            for tp, _ in batch:  # records read again after a seek back leave it as it was
+                handled[tp] = processor.positions[(tp.topic, tp.partition)]
+            await publish(outputs)
             if checkpoint_due():
                 begin_checkpoint()
 

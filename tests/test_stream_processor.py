@@ -321,6 +321,28 @@ def test_a_restart_reading_again_hours_of_events_the_table_already_has(torn: boo
     assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
 
 
+def test_events_read_again_after_a_seek_back_are_passed_over() -> None:
+    """Faust seeks back to the committed offsets at the end of a table recovery and after
+    a rebalance, while the engine keeps what it read: the events it reads again (hours of
+    event time back, their calls long out of memory) change nothing."""
+    config, events, expected = faulty_day(seed=5)
+    messages = _one_partition(config, events)
+    processor = StreamProcessor(config)
+    processor.restore([0], {}, 100.0)
+    out: list[object] = []
+    half = len(messages) // 2
+    out += processor.handle(messages[:half], 100.0)
+    positions = dict(processor.positions)
+    out += processor.handle(messages[: half + 100], 100.5)  # from the start again, and on
+    assert processor.counters.events == half + 100
+    assert processor.positions != positions
+    out += processor.handle(messages[half + 100:], 101.0)
+    for step in range(10):
+        out += processor.idle_flush(200.0 + step)
+    assert [item for item in out if isinstance(item, DeadLetter)] == []
+    assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
+
+
 def fields(state: UserState) -> tuple[object, ...]:
     return (state.legs, state.issued, state.tombstones, state.due, state.waiting)
 
