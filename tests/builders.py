@@ -19,7 +19,7 @@ from typing import Any
 from streams import events as ev
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
-from streams.engine import Engine, Output, run_events
+from streams.engine import Engine, Output, UserState, run_events
 from streams.events import Event
 from streams.serialization import latest_versions
 from streams.settings import Settings, settings_from_mapping
@@ -227,3 +227,8 @@ def entries(cdr: Cdr) -> list[tuple[str | None, bool, str, str]]:
 def only(mapping: Mapping[str, Cdr], *cdr_ids: str) -> None:
     """Assert that exactly these cdr_ids were issued."""
     assert sorted(mapping) == sorted(cdr_ids)
+
+
+def state_fields(state: UserState) -> tuple[object, ...]:
+    """A user state's fields, in order: two states compared field by field."""
+    return (state.legs, state.issued, state.tombstones, state.due, state.waiting)

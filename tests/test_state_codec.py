@@ -27,7 +27,7 @@ from streams.state_codec import (
     user_of,
     user_writes,
 )
-from tests.builders import LegScript, events_of, settings
+from tests.builders import LegScript, events_of, settings, state_fields
 
 Writes = list[tuple[bytes, bytes | None]]
 
@@ -62,10 +62,6 @@ def rebuilt(table: dict[bytes, bytes]) -> tuple[dict[str, UserState], list[bytes
     return states, garbage
 
 
-def fields(state: UserState) -> tuple[object, ...]:
-    return (state.legs, state.issued, state.tombstones, state.due, state.waiting)
-
-
 def day() -> tuple[Engine, list]:
     config = settings(correction_window_seconds=120, redelivery_horizon_seconds=600)
     options = SimulationOptions(users=8, seed=5, resend_rate=0.05, disorder_ms=3000)
@@ -83,8 +79,8 @@ def test_the_table_rebuilds_every_user_at_every_checkpoint() -> None:
             apply(table, checkpoint(engine, written))
             states, garbage = rebuilt(table)
             assert garbage == []
-            assert {u: fields(s) for u, s in states.items()} == {
-                u: fields(s) for u, s in engine.users.items()
+            assert {u: state_fields(s) for u, s in states.items()} == {
+                u: state_fields(s) for u, s in engine.users.items()
             }
             checked += 1
     engine.finish()
@@ -92,7 +88,7 @@ def test_the_table_rebuilds_every_user_at_every_checkpoint() -> None:
     assert checked > 20
     states, garbage = rebuilt(table)
     assert garbage == [] and states.keys() == engine.users.keys()
-    assert all(fields(states[u]) == fields(engine.users[u]) for u in states)
+    assert all(state_fields(states[u]) == state_fields(engine.users[u]) for u in states)
 
 
 def test_a_crash_part_way_through_a_checkpoint_leaves_each_user_whole() -> None:
@@ -103,17 +99,17 @@ def test_a_crash_part_way_through_a_checkpoint_leaves_each_user_whole() -> None:
     written: dict[str, Written] = {}
     crashes = 0
     for start in range(0, len(events), 37):
-        before = {u: fields(s) for u, s in engine.users.items()}
+        before = {u: state_fields(s) for u, s in engine.users.items()}
         for event in events[start:start + 37]:
             engine.feed(event)
         writes = checkpoint(engine, written)
-        after = {u: fields(s) for u, s in engine.users.items()}
+        after = {u: state_fields(s) for u, s in engine.users.items()}
         for cut in range(0, len(writes), max(1, len(writes) // 7)):
             torn = dict(table)
             apply(torn, writes[:cut])
             states, _ = rebuilt(torn)
             for user_id, state in states.items():
-                assert fields(state) in (before.get(user_id), after.get(user_id)), user_id
+                assert state_fields(state) in (before.get(user_id), after.get(user_id)), user_id
             crashes += 1
         apply(table, writes)
     assert crashes > 100

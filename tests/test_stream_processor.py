@@ -14,7 +14,7 @@ from faust.types import TP
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
-from streams.engine import UserState, run_events
+from streams.engine import run_events
 from streams.events import DTMF, Event
 from streams.serialization import (
     CALL_EVENT_SCHEMA,
@@ -43,7 +43,7 @@ from streams.stream_processor import (
     PartitionClock,
     StreamProcessor,
 )
-from tests.builders import LegScript, code_entry_leg, events_of, settings
+from tests.builders import LegScript, code_entry_leg, events_of, settings, state_fields
 
 CALLS, DIGITS = "call-events", "dtmf-events"
 
@@ -251,8 +251,8 @@ def test_a_checkpoint_encoded_while_batches_go_on_persists_the_state_it_took() -
             if not key.startswith(WATERMARK_PREFIX):
                 builder.add(key, value)
         states = builder.build()[0]
-        assert {user: fields(state) for user, state in states.items()} == {
-            user: fields(state) for user, state in as_taken.items()
+        assert {user: state_fields(state) for user, state in states.items()} == {
+            user: state_fields(state) for user, state in as_taken.items()
         }
     second = StreamProcessor(config)  # the crash: everything after the last encoded take
     second.restore([0], table, 200.0)
@@ -341,10 +341,6 @@ def test_events_read_again_after_a_seek_back_are_passed_over() -> None:
         out += processor.idle_flush(200.0 + step)
     assert [item for item in out if isinstance(item, DeadLetter)] == []
     assert latest_versions(item for item in out if isinstance(item, Cdr)) == expected
-
-
-def fields(state: UserState) -> tuple[object, ...]:
-    return (state.legs, state.issued, state.tombstones, state.due, state.waiting)
 
 
 def test_kafka_messages_are_the_avro_schemas_encoding() -> None:
