@@ -12,12 +12,16 @@ Wall time and CPU time (user + system) of the process are both printed: on a sha
 machine the CPU time is the steadier figure. With --keep, simulated files already in DIR
 (named by users and seed) are reused instead of simulated again.
 
-usage: python benchmarks/bench_process.py [--events 1000000] [--keep DIR]
+`process` runs twice: in one process (`--jobs 1`) and with users spread over the CPUs
+(`--jobs N`, default this machine's CPUs, at most 4; the same output byte for byte).
+
+usage: python benchmarks/bench_process.py [--events 1000000] [--keep DIR] [--jobs N]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -32,19 +36,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # Peak RSS is VmHWM of the process's own memory: ru_maxrss would also count what the
-# parent (this script) held when it forked the child.
+# parent (this script) held when it forked the child. With --jobs N, the shards' peaks
+# are added: N times the largest shard's (ru_maxrss of the children), shared pages and
+# all, so the sum is an upper bound. CPU time includes the shards'.
 MEASURE = (
     "import resource, sys\n"
     "from streams.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "usage = resource.getrusage(resource.RUSAGE_SELF)\n"
+    "shards = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
     "peak = usage.ru_maxrss\n"
     "try:\n"
     "    with open('/proc/self/status') as status:\n"
     "        peak = next(int(l.split()[1]) for l in status if l.startswith('VmHWM:'))\n"
     "except (OSError, StopIteration):\n"
     "    pass\n"
-    "print(f'CPU_SECONDS={usage.ru_utime + usage.ru_stime}', file=sys.stderr)\n"
+    "jobs = int(sys.argv[sys.argv.index('--jobs') + 1]) if '--jobs' in sys.argv else 1\n"
+    "if jobs > 1:\n"
+    "    peak += jobs * shards.ru_maxrss\n"
+    "cpu = usage.ru_utime + usage.ru_stime + shards.ru_utime + shards.ru_stime\n"
+    "print(f'CPU_SECONDS={cpu}', file=sys.stderr)\n"
     "print(f'PEAK_RSS_KIB={peak}', file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
@@ -113,6 +124,10 @@ def relabel(source: Path, target: Path, prefix: str) -> None:
     partial.rename(target)
 
 
+def default_jobs_here() -> int:
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def count_lines(path: Path) -> int:
     with open(path, "rb") as handle:
         return sum(1 for _ in handle)
@@ -122,6 +137,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="keep (and reuse) the generated files here")
+    parser.add_argument(
+        "--jobs", type=int, default=default_jobs_here(),
+        help="process --jobs of the sharded run (default: this machine's CPUs, at most 4)",
+    )
     args = parser.parse_args()
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="cdrstream-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -144,13 +163,17 @@ def main() -> None:
     )
 
     out = workdir / "cdrs.jsonl"
-    one = run_measured("process", "--input", str(day), "--output", str(out))
-    print(
-        f"process: {one.seconds:.2f} s, {events / one.seconds:,.0f} events/s, "
-        f"{one.seconds / parse_seconds:.1f}x parse time; CPU {one.cpu_seconds:.2f} s "
-        f"({events / one.cpu_seconds:,.0f} events/CPU-s); peak RSS {one.rss_mib:.0f} MiB"
-    )
-    print(f"  {one.stderr}")
+    for jobs in sorted({1, args.jobs}):
+        one = run_measured(
+            "process", "--input", str(day), "--output", str(out), "--jobs", str(jobs)
+        )
+        print(
+            f"process --jobs {jobs}: {one.seconds:.2f} s, {events / one.seconds:,.0f} events/s, "
+            f"{one.seconds / parse_seconds:.1f}x parse time; CPU {one.cpu_seconds:.2f} s "
+            f"({events / one.cpu_seconds:,.0f} events/CPU-s); peak RSS {one.rss_mib:.0f} MiB"
+            + (" (parent + shards)" if jobs > 1 else "")
+        )
+        print(f"  {one.stderr}")
 
     # A longer timeline with the same concurrency: the day, then the next day.
     next_day = workdir / f"next-day-{users}u-seed8.jsonl"
@@ -166,9 +189,11 @@ def main() -> None:
                     shutil.copyfileobj(source, handle)
         partial.rename(two_days)
     events2 = count_lines(two_days)
-    two = run_measured("process", "--input", str(two_days), "--output", str(out))
+    two = run_measured(
+        "process", "--input", str(two_days), "--output", str(out), "--jobs", str(args.jobs)
+    )
     print(
-        f"process two days ({events2:,} events): {two.seconds:.2f} s, "
+        f"process --jobs {args.jobs}, two days ({events2:,} events): {two.seconds:.2f} s, "
         f"{events2 / two.seconds:,.0f} events/s; CPU {two.cpu_seconds:.2f} s; "
         f"peak RSS {two.rss_mib:.0f} MiB"
     )

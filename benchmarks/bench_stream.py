@@ -58,14 +58,18 @@ def broker() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def setup(workdir: Path, bootstrap: str, partitions: int) -> tuple[Path, Settings]:
+def setup(
+    workdir: Path, bootstrap: str, partitions: int, commit_interval: float
+) -> tuple[Path, Settings]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}-"
     config = workdir / f"{prefix}config.toml"
     settings = write_config(config, bootstrap, prefix, partitions=partitions)
     # the worker as deployed: the defaults of the idle flush (settle_seconds), the fetch
     # wait and the commit interval, not the tests' shorter ones
     text = config.read_text().replace("idle_flush_seconds = 1", "idle_flush_seconds = 5")
-    text = text.replace("commit_interval_seconds = 0.5", "commit_interval_seconds = 1.0")
+    text = text.replace(
+        "commit_interval_seconds = 0.5", f"commit_interval_seconds = {commit_interval}"
+    )
     config.write_text(text.replace("batch_timeout_seconds = 0.05", "batch_timeout_seconds = 0.25"))
     cli("topics", "create", "--config", str(config))
     return config, settings
@@ -282,23 +286,11 @@ def latency(
         worker.terminate()
 
 
-def percentile(values: list[float], share: float) -> float:
-    return values[min(len(values) - 1, int(share * len(values)))]
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300_000)
-    parser.add_argument("--partitions", type=int, default=6)
-    parser.add_argument("--latency-seconds", type=float, default=60)
-    parser.add_argument("--latency-users", type=int, default=2000)
-    args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="cdrstream-bench-stream-"))
-    bootstrap = broker()
-    config, settings = setup(workdir, bootstrap, args.partitions)
-
+def throughput(config: Path, settings: Settings, workdir: Path, events: int) -> float:
+    """Publish a simulated day of about `events` events; print the pass-through rates and
+    the worker's sustained rate over that backlog, and return the latter."""
     day = workdir / "day.jsonl"
-    cli("simulate", "--users", str(max(1, args.events // 278)), "--seed", "3", "--output", str(day))
+    cli("simulate", "--users", str(max(1, events // 278)), "--seed", "3", "--output", str(day))
     stats = publish_file(settings, str(day))
     total = stats.events
     print(f"published {total:,} events in {stats.seconds:.1f} s ({total / stats.seconds:,.0f}/s)")
@@ -312,9 +304,41 @@ def main() -> None:
         f"worker, sustained over a backlog: {rate:,.0f} events/s "
         f"({rate / ceiling:.0%} of the plain pass-through, {rate / batched:.0%} of the batched)"
     )
+    return rate
 
-    config2, settings2 = setup(workdir, bootstrap, args.partitions)
-    live = rate / 2
+
+def percentile(values: list[float], share: float) -> float:
+    return values[min(len(values) - 1, int(share * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--latency-seconds", type=float, default=60)
+    parser.add_argument("--latency-users", type=int, default=2000)
+    parser.add_argument(
+        "--latency-rate", type=float, help="events/s of the live feed (half the sustained rate)"
+    )
+    parser.add_argument(
+        "--commit-interval", type=float,
+        default=Settings.model_fields["worker"].default.commit_interval_seconds,
+        help="the worker's commit_interval_seconds (the default config's)",
+    )
+    parser.add_argument(
+        "--latency-only", action="store_true", help="only the latency run (needs --latency-rate)"
+    )
+    args = parser.parse_args()
+    if args.latency_only and not args.latency_rate:
+        parser.error("--latency-only needs --latency-rate")
+    workdir = Path(tempfile.mkdtemp(prefix="cdrstream-bench-stream-"))
+    bootstrap = broker()
+    config, settings = setup(workdir, bootstrap, args.partitions, args.commit_interval)
+
+    rate = 0.0 if args.latency_only else throughput(config, settings, workdir, args.events)
+
+    config2, settings2 = setup(workdir, bootstrap, args.partitions, args.commit_interval)
+    live = args.latency_rate or rate / 2
     lat = latency(
         config2, settings2, workdir, live, args.latency_seconds, users=args.latency_users
     )

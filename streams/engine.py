@@ -575,6 +575,10 @@ class Engine:
         self._times = _times(settings)
         self._sweep_every = max(60_000, self._times.redelivery_horizon_ms // 8)
         self._next_sweep: Millis | None = None
+        # When a list, each evaluation that may issue appends (due, user_id, how many
+        # outputs it gave): what sharded file mode needs to merge engines' outputs in the
+        # order one engine gives them (streams/sharded.py).
+        self.evaluations: list[tuple[Millis, str, int]] | None = None
         for user_id, state in self.users.items():
             if state.due is not None:
                 self._schedule.append((state.due, user_id))
@@ -699,9 +703,12 @@ class Engine:
             # as of the due time, not of the watermark: what is issued then must not depend
             # on how far event time happened to jump (other users' traffic, partitioning,
             # arrival order)
-            after, issued = evaluate_user(state, state.due, self.settings, memo=self._memo)
+            due = state.due
+            after, issued = evaluate_user(state, due, self.settings, memo=self._memo)
             self._store(user_id, state, after)
             outputs.extend(issued)
+            if self.evaluations is not None:
+                self.evaluations.append((due, user_id, len(issued)))
         return outputs
 
     def finish(self) -> list[Output]:
@@ -709,6 +716,12 @@ class Engine:
         user's legs are issued and forgotten, each user at its own due times (so the last
         calls come out as they would from a worker, or with more traffic after them).
         Whatever is still open then is closed and issued, users in order."""
+        outputs = self.finish_due()
+        outputs.extend(self.finish_open(self.watermark or 0))
+        return outputs
+
+    def finish_due(self) -> list[Output]:
+        """`finish`'s first part: event time runs on through every due time."""
         outputs: list[Output] = []
         schedule = self._schedule
         while schedule:
@@ -719,7 +732,12 @@ class Engine:
                 continue
             self.watermark = due if self.watermark is None else max(self.watermark, due)
             outputs.extend(self._run_due())
-        watermark = self.watermark or 0
+        return outputs
+
+    def finish_open(self, watermark: Millis) -> list[Output]:
+        """`finish`'s second part: what is still open at event time `watermark` (where the
+        first part left it) is closed and issued, users in order."""
+        outputs: list[Output] = []
         for user_id in sorted(self.users):
             state = self.users[user_id]
             after, issued = evaluate_user(
@@ -727,6 +745,8 @@ class Engine:
             )
             outputs.extend(issued)
             self._store(user_id, state, UserState({}, {}, after.tombstones))
+            if self.evaluations is not None:
+                self.evaluations.append((watermark, user_id, len(issued)))
         self._schedule.clear()
         self._memo.clear()
         return outputs

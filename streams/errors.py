@@ -23,6 +23,10 @@ class SerializationError(CdrStreamError):
     """A file or message is not in a format cdrstream reads or writes."""
 
 
+class FileModeError(CdrStreamError):
+    """File mode could not run (a shard process of `process --jobs` failed)."""
+
+
 class KafkaToolError(CdrStreamError):
     """A Kafka admin, publish or consume operation failed."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from streams.deadletter import DeadLetter
 from streams.engine import Engine, Output
 from streams.serialization import CdrFormat, CdrWriter, DeadLetterWriter, read_events
 from streams.settings import Settings
+from streams.sharded import sharded_outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,17 +30,18 @@ def dead_letter_path(output: str | Path) -> Path:
 
 
 def process_file(
-    settings: Settings, input_path: str | Path, output_path: str | Path, fmt: CdrFormat = "jsonl"
+    settings: Settings, input_path: str | Path, output_path: str | Path,
+    fmt: CdrFormat = "jsonl", jobs: int = 1,
 ) -> ProcessStats:
     """Run every event of `input_path` (in file order) through one engine; write every CDR
-    version issued, in issue order, and the dead letters beside the output."""
-    engine = Engine(settings)
+    version issued, in issue order, and the dead letters beside the output. With `jobs`
+    above 1, users are spread over that many processes (`streams.sharded`): the same
+    files, byte for byte."""
     letters_path = dead_letter_path(output_path)
-    events = 0
     records = 0  # first versions: memory stays flat however long the input is
     with CdrWriter(output_path, fmt) as cdrs, DeadLetterWriter(letters_path) as letters:
 
-        def emit(outputs: list[Output]) -> None:
+        def emit(outputs: Iterable[Output]) -> None:
             nonlocal records
             for item in outputs:
                 if isinstance(item, Cdr):
@@ -47,14 +50,32 @@ def process_file(
                 else:
                     letters.write(item)
 
-        feed = engine.feed
-        for item, origin in read_events(input_path):
-            events += 1
-            if isinstance(item, DeadLetter):
-                letters.write(item)
-            else:
-                outputs = feed(item, origin)
-                if outputs:
-                    emit(outputs)
-        emit(engine.finish())
+        if jobs > 1:
+            outputs, shards = sharded_outputs(settings, input_path, jobs)
+            try:
+                emit(outputs)
+            finally:
+                shards.join()
+            events = shards.events
+        else:
+            events = _run_one_engine(settings, input_path, emit, letters)
     return ProcessStats(events, cdrs.count, records, letters.count, letters_path)
+
+
+def _run_one_engine(
+    settings: Settings, input_path: str | Path, emit: Callable[[list[Output]], None],
+    letters: DeadLetterWriter,
+) -> int:
+    engine = Engine(settings)
+    events = 0
+    feed = engine.feed
+    for item, origin in read_events(input_path):
+        events += 1
+        if isinstance(item, DeadLetter):
+            letters.write(item)
+        else:
+            outputs = feed(item, origin)
+            if outputs:
+                emit(outputs)
+    emit(engine.finish())
+    return events

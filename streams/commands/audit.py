@@ -9,19 +9,9 @@ from typing import Any
 
 import orjson
 
-from streams.commands.common import say
+from streams.commands.common import positive_int, say
 from streams.commands.kafka import add_kafka_options, kafka_settings
 from streams.errors import AuditError
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -61,7 +51,7 @@ def _add_source_options(parser: argparse.ArgumentParser, ranged: bool = True) ->
         )
         group.add_argument("--to", dest="end", metavar="WHEN", help="... up to this time")
     parser.add_argument(
-        "--jobs", type=_positive, metavar="N",
+        "--jobs", type=positive_int, metavar="N",
         help="processes (partitions are replayed in parallel; default: one per CPU for "
         "large replays); the output is the same for any N",
     )
@@ -184,7 +174,7 @@ def add_parser(subparsers: Any) -> None:
         "and record the gap in the manifest (default: refuse)",
     )
     archive.add_argument("--verify", action="store_true", help="check the archive, copy nothing")
-    archive.add_argument("--jobs", type=_positive, metavar="N", help="processes")
+    archive.add_argument("--jobs", type=positive_int, metavar="N", help="processes")
     archive.add_argument("--no-progress", action="store_true", help="never show progress")
     archive.set_defaults(handler=run_archive_command)
 

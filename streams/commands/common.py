@@ -22,3 +22,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
 def say(message: str) -> None:
     """Progress and summaries go to stderr, so stdout stays for data."""
     print(message, file=sys.stderr)
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
