@@ -54,8 +54,10 @@ def process_file(
             outputs, shards = sharded_outputs(settings, input_path, jobs)
             try:
                 emit(outputs)
-            finally:
-                shards.join()
+            except BaseException:
+                shards.stop()
+                raise
+            shards.join()
             events = shards.events
         else:
             events = _run_one_engine(settings, input_path, emit, letters)

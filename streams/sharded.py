@@ -158,6 +158,7 @@ class _Shards:
         self.queues: list[queue.SimpleQueue[tuple[str, list[Tagged], Any]]] = []
         self.watermarks: dict[int, Millis | None] = {}
         self.events = 0
+        self.failure: BaseException | None = None
         self._lock = threading.Lock()
         for index in range(jobs):
             parent, child = context.Pipe()
@@ -182,13 +183,26 @@ class _Shards:
             try:
                 kind, chunk, *extra = pickle.loads(conn.recv_bytes())
             except (EOFError, OSError):
-                into.put(("error", [], FileModeError(f"shard {index} of file mode stopped")))
+                self._fail(FileModeError(f"shard {index} of file mode stopped"))
+                return
+            if kind == "error":
+                self._fail(extra[0])
                 return
             into.put((kind, chunk, extra))
             if kind == "watermark":
                 self._reached(index, extra[0], extra[1])
-            elif kind in ("done", "error"):
+            elif kind == "done":
                 return
+
+    def _fail(self, error: BaseException) -> None:
+        """A shard failed: every stream of the merge raises (the others may be waiting
+        for the failed one at the end, and the merge for them)."""
+        with self._lock:
+            if self.failure is not None:
+                return
+            self.failure = error
+        for into in self.queues:
+            into.put(("error", [], [error]))
 
     def _reached(self, index: int, watermark: Millis | None, events: int) -> None:
         with self._lock:
@@ -208,11 +222,10 @@ class _Shards:
             if kind == "done":
                 return
             if kind == "error":
-                self.stop()
                 error = extra[0]
                 if isinstance(error, CdrStreamError):
                     raise error
-                raise FileModeError(f"file mode failed in shard {index}: {error!r}")
+                raise FileModeError(f"file mode failed in a shard: {error!r}")
 
     def merged(self) -> Iterator[Output]:
         streams = [self.outputs(index) for index in range(self.jobs)]
@@ -220,6 +233,7 @@ class _Shards:
             yield output
 
     def stop(self) -> None:
+        """Stop the shards (the run failed, or was interrupted)."""
         for process in self.processes:
             if process.is_alive():
                 process.terminate()

@@ -4,6 +4,7 @@ files as one engine, byte for byte, whatever the faults of the feed."""
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,6 +108,39 @@ def test_a_shard_that_fails_stops_the_run_with_its_error(
     monkeypatch.setattr(sharded, "read_events", broken)
     with pytest.raises(FileModeError, match="reading broke"):
         process_file(load_settings(None), events, tmp_path / "cdrs.jsonl", jobs=2)
+
+
+@pytest.mark.parametrize("failing_shard", [0, 1])
+def test_a_shard_that_fails_at_the_end_does_not_leave_the_others_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing_shard: int
+) -> None:
+    """One shard sends its last outputs and fails instead of reporting the event time it
+    reached; the other has reported its own and waits for the largest. The merge, which
+    may be waiting on the other shard, must stop: the run fails, it does not hang."""
+    events = simulate(tmp_path / "day.jsonl", 10, 4)
+    send = sharded._Shard.send
+
+    def failing(self: sharded._Shard, kind: str, *extra: object) -> None:
+        if kind == "watermark" and self.index == failing_shard:
+            send(self, "out")
+            raise ValueError(f"shard {failing_shard} broke at the end")
+        send(self, kind, *extra)
+
+    monkeypatch.setattr(sharded._Shard, "send", failing)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            process_file(load_settings(None), events, tmp_path / "cdrs.jsonl", jobs=2)
+        except BaseException as error:
+            failed.append(error)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(60)
+    assert not runner.is_alive(), "file mode hung on a failed shard"
+    assert len(failed) == 1 and isinstance(failed[0], FileModeError)
+    assert f"shard {failing_shard} broke at the end" in str(failed[0])
 
 
 def test_a_file_that_cannot_be_read_is_the_same_error(tmp_path: Path) -> None:
