@@ -11,7 +11,7 @@ from streams.deadletter import DeadLetter
 from streams.engine import Engine, Output
 from streams.serialization import CdrFormat, CdrWriter, DeadLetterWriter, read_events
 from streams.settings import Settings
-from streams.sharded import sharded_outputs
+from streams.sharded import process_sharded
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +51,7 @@ def process_file(
                     letters.write(item)
 
         if jobs > 1:
-            outputs, shards = sharded_outputs(settings, input_path, jobs)
-            try:
-                emit(outputs)
-            except BaseException:
-                shards.stop()
-                raise
-            shards.join()
-            events = shards.events
+            events, records = process_sharded(settings, input_path, cdrs, letters, jobs)
         else:
             events = _run_one_engine(settings, input_path, emit, letters)
     return ProcessStats(events, cdrs.count, records, letters.count, letters_path)

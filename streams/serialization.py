@@ -13,7 +13,7 @@ import csv
 import hashlib
 import io
 import struct
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from functools import cache
 from pathlib import Path
 from typing import IO, Any, Literal, cast
@@ -366,6 +366,35 @@ def format_for(path: str | Path, requested: str | None = None) -> CdrFormat:
     return "jsonl"
 
 
+class _CsvRow:
+    """A CDR as its CSV row's text (the csv module's default dialect, as `CdrWriter`)."""
+
+    def __init__(self) -> None:
+        self._buffer = io.StringIO()
+        self._csv = csv.writer(self._buffer)
+
+    def __call__(self, cdr: Cdr) -> str:
+        buffer = self._buffer
+        buffer.seek(0)
+        buffer.truncate()
+        self._csv.writerow(cdr_to_csv_row(cdr))
+        return buffer.getvalue()
+
+
+def _cdr_json_line(cdr: Cdr) -> bytes:
+    return orjson.dumps(cdr.to_json_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def cdr_encoder(fmt: CdrFormat) -> Callable[[Cdr], Any]:
+    """A CDR as `CdrWriter.write_encoded` takes it in `fmt`: a JSON line (bytes), a CSV
+    row (text) or an Avro record (a dict). Sharded file mode encodes in the shards."""
+    if fmt == "csv":
+        return _CsvRow()
+    if fmt == "avro":
+        return cdr_to_avro
+    return _cdr_json_line
+
+
 class CdrWriter:
     """Writes CDRs to a file as JSON Lines, CSV (header row: SPEC field order) or Avro."""
 
@@ -375,23 +404,26 @@ class CdrWriter:
         self.count = 0
         self._handle: IO[bytes] = open(self.path, "wb")
         self._text: io.TextIOWrapper | None = None
-        self._csv: Any = None
         self._avro: Any = None
+        self._encode = cdr_encoder(fmt)
         if fmt == "csv":
             self._text = io.TextIOWrapper(self._handle, "utf-8", newline="")
-            self._csv = csv.writer(self._text)
-            self._csv.writerow(CDR_FIELDS)
+            csv.writer(self._text).writerow(CDR_FIELDS)
         elif fmt == "avro":
             self._avro = avro_writer(self._handle, CDR_SCHEMA, CDR_SCHEMA)
 
     def write(self, cdr: Cdr) -> None:
+        self.write_encoded(self._encode(cdr))
+
+    def write_encoded(self, encoded: Any) -> None:
+        """Write a CDR as `cdr_encoder` of this writer's format gave it."""
         self.count += 1
-        if self._csv is not None:
-            self._csv.writerow(cdr_to_csv_row(cdr))
+        if self._text is not None:
+            self._text.write(encoded)
         elif self._avro is not None:
-            self._avro.write(cdr_to_avro(cdr))
+            self._avro.write(encoded)
         else:
-            self._handle.write(orjson.dumps(cdr.to_json_dict(), option=orjson.OPT_APPEND_NEWLINE))
+            self._handle.write(encoded)
 
     def close(self) -> None:
         if self._avro is not None:
@@ -408,6 +440,11 @@ class CdrWriter:
         self.close()
 
 
+def encode_dead_letter_line(letter: DeadLetter) -> bytes:
+    """A dead letter as its line of a dead-letter file."""
+    return orjson.dumps(letter.to_json_dict(), option=orjson.OPT_APPEND_NEWLINE)
+
+
 class DeadLetterWriter:
     """Writes dead letters as JSON Lines, opening the file only when there is one."""
 
@@ -417,9 +454,12 @@ class DeadLetterWriter:
         self._handle: IO[bytes] | None = None
 
     def write(self, letter: DeadLetter) -> None:
+        self.write_encoded(encode_dead_letter_line(letter))
+
+    def write_encoded(self, line: bytes) -> None:
         if self._handle is None:
             self._handle = open(self.path, "wb")
-        self._handle.write(orjson.dumps(letter.to_json_dict()) + b"\n")
+        self._handle.write(line)
         self.count += 1
 
     def close(self) -> None:

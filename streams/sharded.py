@@ -11,12 +11,13 @@ is judged against the same event time).
 
 The merge: one engine's outputs for an input line are the event's own dead letter, if
 any, then the evaluations of the users due, in (due time, user) order; at the end, the
-users due in that order, then every user still open, in user order. Each shard tags
-its outputs with (line, part, due time, user, running number) (the engine tells which
-evaluation gave which outputs: `Engine.evaluations`), and the parent merges the shards'
-tagged streams and writes them. Dead letters of lines that are not events come from
-shard 0. The last part of the end needs the event time all the shards reached, so each
-shard reports its own and waits for the largest.
+users due in that order, then every user still open, in user order. Each shard encodes
+its outputs as the output files want them and tags each group (an event's dead letter,
+an evaluation's outputs) with (line, part, due time, user, running number) (the engine
+tells which evaluation gave which outputs: `Engine.evaluations`); the parent merges the
+shards' tagged streams and writes them. Dead letters of lines that are not events come
+from shard 0. The last part of the end needs the event time all the shards reached, so
+each shard reports its own and waits for the largest.
 """
 
 from __future__ import annotations
@@ -34,18 +35,29 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from streams.cdr import Cdr
 from streams.deadletter import DeadLetter
 from streams.engine import Engine, Output
 from streams.errors import CdrStreamError, FileModeError
-from streams.serialization import read_events
+from streams.serialization import (
+    CdrFormat,
+    CdrWriter,
+    DeadLetterWriter,
+    cdr_encoder,
+    encode_dead_letter_line,
+    read_events,
+)
 from streams.settings import Settings
 from streams.timefmt import Millis
 
-CHUNK = 2000  # tagged outputs sent to the parent at a time
+CHUNK = 1000  # tagged groups sent to the parent at a time
 LETTER, DUE, OPEN = 0, 1, 2  # the parts of a line's (or the end's) outputs, in order
 # (input position, part, due time, user, running number within the shard)
 Tag = tuple[int, int, Millis, str, int]
-Tagged = tuple[Tag, Output]
+# an output as written: a CDR (True) or dead letter, whether it is a first version, and
+# what the writer takes (`cdr_encoder`, `encode_dead_letter_line`)
+Encoded = tuple[bool, bool, Any]
+Tagged = tuple[Tag, list[Encoded]]
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -67,14 +79,25 @@ def default_jobs(input_path: str | Path) -> int:
 class _Shard:
     """One shard's engine and the tagged outputs it has not sent yet."""
 
-    def __init__(self, settings: Settings, index: int, shards: int, conn: Connection):
+    def __init__(
+        self, settings: Settings, fmt: CdrFormat, index: int, shards: int, conn: Connection
+    ):
         self.engine = Engine(settings)
         self.engine.evaluations = []
+        self.encode_cdr = cdr_encoder(fmt)
         self.index = index
         self.shards = shards
         self.conn = conn
         self.chunk: list[Tagged] = []
         self.number = 0
+
+    def encoded(self, outputs: list[Output]) -> list[Encoded]:
+        encode_cdr = self.encode_cdr
+        return [
+            (True, item.version == 1, encode_cdr(item)) if isinstance(item, Cdr)
+            else (False, False, encode_dead_letter_line(item))
+            for item in outputs
+        ]
 
     def tag(self, position: int, outputs: list[Output], part: int = DUE) -> None:
         """Tag what one step of the engine gave: its dead letter first (outputs that no
@@ -82,20 +105,19 @@ class _Shard:
         evaluations = self.engine.evaluations
         assert evaluations is not None
         chunk = self.chunk
-        number = self.number
         letters = len(outputs) - sum(count for _, _, count in evaluations)
-        at = 0
-        for _ in range(letters):
-            chunk.append(((position, LETTER, 0, "", number), outputs[at]))
-            at += 1
-            number += 1
+        if letters:
+            group = self.encoded(outputs[:letters])
+            chunk.append(((position, LETTER, 0, "", self.number), group))
+            self.number += 1
+        at = letters
         for due, user_id, count in evaluations:
-            for _ in range(count):
-                chunk.append(((position, part, due, user_id, number), outputs[at]))
-                at += 1
-                number += 1
+            if count:
+                group = self.encoded(outputs[at:at + count])
+                chunk.append(((position, part, due, user_id, self.number), group))
+                self.number += 1
+                at += count
         evaluations.clear()
-        self.number = number
         if len(chunk) >= CHUNK:
             self.send("out")
 
@@ -107,14 +129,19 @@ class _Shard:
         engine, index, shards = self.engine, self.index, self.shards
         evaluations = engine.evaluations
         assert evaluations is not None
+        owner: dict[str, int] = {}  # user -> shard
         position = 0
         for position, (item, origin) in enumerate(read_events(input_path), start=1):
             if isinstance(item, DeadLetter):
                 if index == 0:
-                    self.chunk.append(((position, LETTER, 0, "", self.number), item))
+                    tag = (position, LETTER, 0, "", self.number)
+                    self.chunk.append((tag, self.encoded([item])))
                     self.number += 1
                 continue
-            if shard_of(item.user_id, shards) == index:
+            shard = owner.get(item.user_id)
+            if shard is None:
+                shard = owner[item.user_id] = shard_of(item.user_id, shards)
+            if shard == index:
                 outputs = engine.feed(item, origin)
             elif engine.watermark is None or item.ts > engine.watermark:
                 outputs = engine.advance(item.ts)  # another shard's event: event time only
@@ -133,10 +160,11 @@ class _Shard:
 
 
 def _shard_main(
-    settings: Settings, input_path: str, index: int, shards: int, conn: Connection
+    settings: Settings, input_path: str, fmt: CdrFormat, index: int, shards: int,
+    conn: Connection,
 ) -> None:
     try:
-        _Shard(settings, index, shards, conn).run(input_path)
+        _Shard(settings, fmt, index, shards, conn).run(input_path)
     except BaseException as error:
         try:
             conn.send_bytes(pickle.dumps(("error", [], error)))
@@ -150,7 +178,7 @@ class _Shards:
     """The shard processes, and a thread per shard draining its pipe into a queue (so a
     shard never waits on the parent's merge, which waits on the slowest shard)."""
 
-    def __init__(self, settings: Settings, input_path: str, jobs: int):
+    def __init__(self, settings: Settings, input_path: str, fmt: CdrFormat, jobs: int):
         context = multiprocessing.get_context("fork")
         self.jobs = jobs
         self.conns: list[Connection] = []
@@ -163,7 +191,8 @@ class _Shards:
         for index in range(jobs):
             parent, child = context.Pipe()
             process = context.Process(
-                target=_shard_main, args=(settings, input_path, index, jobs, child), daemon=True
+                target=_shard_main, args=(settings, input_path, fmt, index, jobs, child),
+                daemon=True,
             )
             process.start()
             child.close()
@@ -227,10 +256,10 @@ class _Shards:
                     raise error
                 raise FileModeError(f"file mode failed in a shard: {error!r}")
 
-    def merged(self) -> Iterator[Output]:
+    def merged(self) -> Iterator[list[Encoded]]:
         streams = [self.outputs(index) for index in range(self.jobs)]
-        for _, output in heapq.merge(*streams, key=itemgetter(0)):
-            yield output
+        for _, group in heapq.merge(*streams, key=itemgetter(0)):
+            yield group
 
     def stop(self) -> None:
         """Stop the shards (the run failed, or was interrupted)."""
@@ -246,11 +275,24 @@ class _Shards:
             conn.close()
 
 
-def sharded_outputs(
-    settings: Settings, input_path: str | Path, jobs: int
-) -> tuple[Iterator[Output], _Shards]:
-    """Every output of file mode over `input_path`, in one engine's order, from `jobs`
-    shard processes; and the shards (their `events` count is known once done)."""
-    shards = _Shards(settings, str(input_path), jobs)
-    return shards.merged(), shards
-
+def process_sharded(
+    settings: Settings, input_path: str | Path, cdrs: CdrWriter, letters: DeadLetterWriter,
+    jobs: int,
+) -> tuple[int, int]:
+    """File mode over `input_path` in `jobs` shard processes, its outputs written in one
+    engine's order; returns the number of input items and of first versions written."""
+    shards = _Shards(settings, str(input_path), cdrs.format, jobs)
+    records = 0
+    try:
+        for group in shards.merged():
+            for is_cdr, first, encoded in group:
+                if is_cdr:
+                    cdrs.write_encoded(encoded)
+                    records += first
+                else:
+                    letters.write_encoded(encoded)
+    except BaseException:
+        shards.stop()
+        raise
+    shards.join()
+    return shards.events, records
