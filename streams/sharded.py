@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.cdr import Cdr
 from streams.deadletter import DeadLetter
@@ -60,6 +60,15 @@ Encoded = tuple[bool, bool, Any]
 Tagged = tuple[Tag, list[Encoded]]
 
 
+class ShardRun(NamedTuple):
+    """What every shard of a run is given."""
+
+    settings: Settings
+    input_path: str
+    fmt: CdrFormat
+    shards: int
+
+
 def shard_of(user_id: str, shards: int) -> int:
     return zlib.crc32(user_id.encode()) % shards
 
@@ -79,14 +88,13 @@ def default_jobs(input_path: str | Path) -> int:
 class _Shard:
     """One shard's engine and the tagged outputs it has not sent yet."""
 
-    def __init__(
-        self, settings: Settings, fmt: CdrFormat, index: int, shards: int, conn: Connection
-    ):
-        self.engine = Engine(settings)
+    def __init__(self, run: ShardRun, index: int, conn: Connection):
+        self.engine = Engine(run.settings)
         self.engine.evaluations = []
-        self.encode_cdr = cdr_encoder(fmt)
+        self.encode_cdr = cdr_encoder(run.fmt)
+        self.input_path = run.input_path
         self.index = index
-        self.shards = shards
+        self.shards = run.shards
         self.conn = conn
         self.chunk: list[Tagged] = []
         self.number = 0
@@ -125,13 +133,13 @@ class _Shard:
         self.conn.send_bytes(pickle.dumps((kind, self.chunk, *extra), pickle.HIGHEST_PROTOCOL))
         self.chunk = []
 
-    def run(self, input_path: str) -> None:
+    def run(self) -> None:
         engine, index, shards = self.engine, self.index, self.shards
         evaluations = engine.evaluations
         assert evaluations is not None
         owner: dict[str, int] = {}  # user -> shard
         position = 0
-        for position, (item, origin) in enumerate(read_events(input_path), start=1):
+        for position, (item, origin) in enumerate(read_events(self.input_path), start=1):
             if isinstance(item, DeadLetter):
                 if index == 0:
                     tag = (position, LETTER, 0, "", self.number)
@@ -159,12 +167,9 @@ class _Shard:
         self.send("done")
 
 
-def _shard_main(
-    settings: Settings, input_path: str, fmt: CdrFormat, index: int, shards: int,
-    conn: Connection,
-) -> None:
+def _shard_main(run: ShardRun, index: int, conn: Connection) -> None:
     try:
-        _Shard(settings, fmt, index, shards, conn).run(input_path)
+        _Shard(run, index, conn).run()
     except BaseException as error:
         try:
             conn.send_bytes(pickle.dumps(("error", [], error)))
@@ -178,9 +183,9 @@ class _Shards:
     """The shard processes, and a thread per shard draining its pipe into a queue (so a
     shard never waits on the parent's merge, which waits on the slowest shard)."""
 
-    def __init__(self, settings: Settings, input_path: str, fmt: CdrFormat, jobs: int):
+    def __init__(self, run: ShardRun):
         context = multiprocessing.get_context("fork")
-        self.jobs = jobs
+        self.jobs = jobs = run.shards
         self.conns: list[Connection] = []
         self.processes: list[Any] = []
         self.queues: list[queue.SimpleQueue[tuple[str, list[Tagged], Any]]] = []
@@ -191,8 +196,7 @@ class _Shards:
         for index in range(jobs):
             parent, child = context.Pipe()
             process = context.Process(
-                target=_shard_main, args=(settings, input_path, fmt, index, jobs, child),
-                daemon=True,
+                target=_shard_main, args=(run, index, child), daemon=True
             )
             process.start()
             child.close()
@@ -269,8 +273,12 @@ class _Shards:
         self.join()
 
     def join(self) -> None:
+        """Wait for the shards and their pipes' threads (which end at the pipes' end),
+        then close the pipes."""
         for process in self.processes:
             process.join()
+        for thread in self.threads:
+            thread.join()
         for conn in self.conns:
             conn.close()
 
@@ -281,7 +289,7 @@ def process_sharded(
 ) -> tuple[int, int]:
     """File mode over `input_path` in `jobs` shard processes, its outputs written in one
     engine's order; returns the number of input items and of first versions written."""
-    shards = _Shards(settings, str(input_path), cdrs.format, jobs)
+    shards = _Shards(ShardRun(settings, str(input_path), cdrs.format, jobs))
     records = 0
     try:
         for group in shards.merged():
