@@ -6,7 +6,10 @@ In one run, on the same broker and the same messages:
    produces): the ceiling for any Python processor here;
 2. the worker's sustained rate over a backlog of a simulated day;
 3. CDR latency, release event produced to CDR readable on `cdr` (p50, p99), with events
-   produced live at half the sustained rate, stamped with the wall clock.
+   produced live at half the sustained rate, stamped with the wall clock. "Readable" is
+   the broker's append time of the CDR's record (the bench's `cdr` topic has
+   `message.timestamp.type = LogAppendTime`), so the benchmark's own reader, which shares
+   a process with the feed, adds nothing to it.
 
 usage: python benchmarks/bench_stream.py [--events 300000] [--latency-seconds 60]
 Uses $KAFKA_BOOTSTRAP_SERVERS, else starts deploy/kafka-local.sh on port 19192.
@@ -25,19 +28,22 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.cdr import CALL  # noqa: E402
+from streams.cdr import CALL, Cdr  # noqa: E402
 from streams.events import CALL_RELEASED, DTMF, Event  # noqa: E402
-from streams.kafka_io import follow_cdrs, publish_file  # noqa: E402
-from streams.serialization import encode_event_message  # noqa: E402
+from streams.gcpolicy import collect_rarely  # noqa: E402
+from streams.kafka_io import client_options, publish_file  # noqa: E402
+from streams.serialization import decode_cdr_message, encode_event_message  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import SimulationOptions, iter_events  # noqa: E402
 from tests.worker_harness import WorkerProcess, cli, free_port, write_config  # noqa: E402
@@ -166,11 +172,14 @@ class Latencies(NamedTuple):
     all: list[float]  # seconds from release produced to CDR readable, sorted
     held: list[float]  # the same for calls with a hold (may wait for a second line)
     plain: list[float]  # calls without a hold, and code-entry records
+    feed_delay: list[float]  # release events: from their ts to their acknowledgement (s)
+    legs: int  # legs released within the window
+    unissued: int  # of those, legs no CDR read by the end covers (the worker fell behind)
 
 
 async def live_feed(
     settings: Settings, rate: float, events: list[Event], seconds: float,
-    released: dict[str, float],
+    *, released: dict[str, float], stamps: dict[str, float],
 ) -> tuple[float, float]:
     """Send `events` (simulated beforehand) at `rate` per second for `seconds`, each
     stamped with the wall clock as it is encoded, just before it is sent; note when each
@@ -223,7 +232,9 @@ async def live_feed(
                     batch, legs = batches[where] = (producer.create_batch(), [])
                     batch.append(key=key, value=value, timestamp=None)
                 if event.type == CALL_RELEASED:
-                    legs.append(f"{event.switch_id}:{event.call_id}")
+                    leg = f"{event.switch_id}:{event.call_id}"
+                    legs.append(leg)
+                    stamps[leg] = stamped.ts / 1000
                 sent += 1
             for (topic, partition), (batch, legs) in batches.items():
                 future = await producer.send_batch(batch, topic, partition=partition)
@@ -235,33 +246,81 @@ async def live_feed(
         await producer.stop()
 
 
+def stamp_appended(settings: Settings) -> None:
+    """The `cdr` topic's records get the broker's append time as their timestamp."""
+    admin = KafkaAdminClient(**client_options(settings.kafka))
+    try:
+        topic = ConfigResource(ConfigResourceType.TOPIC, settings.kafka.cdr_topic)
+        topic.configs = {"message.timestamp.type": "LogAppendTime"}
+        admin.alter_configs([topic])
+    finally:
+        admin.close()
+
+
+def appended_cdrs(settings: Settings, stop: threading.Event) -> Iterator[tuple[float, Cdr]]:
+    """CDR versions as they arrive on `cdr`, each with its append time (seconds), until
+    `stop` is set and a second passes without one."""
+    consumer = KafkaConsumer(**client_options(settings.kafka))
+    try:
+        partitions = [
+            TopicPartition(settings.kafka.cdr_topic, p)
+            for p in range(settings.kafka.partitions)
+        ]
+        consumer.assign(partitions)
+        consumer.seek_to_end(*partitions)
+        quiet_since = time.monotonic()
+        while not (stop.is_set() and time.monotonic() - quiet_since > 1):
+            for records in consumer.poll(timeout_ms=200).values():
+                for record in records:
+                    quiet_since = time.monotonic()
+                    if record.value is not None:
+                        yield record.timestamp / 1000, decode_cdr_message(record.value)
+    finally:
+        consumer.close()
+
+
 def latency(
-    config: Path, settings: Settings, workdir: Path, rate: float, seconds: float, *, users: int
+    config: Path, settings: Settings, workdir: Path, rate: float, seconds: float,
+    *, users: int | None,
 ) -> Latencies:
     port = free_port()
+    stamp_appended(settings)
     # Traffic goes on for `tail` seconds after the measured window: a call released near
     # the end of the window is issued by event time, as under steady traffic, not by the
     # idle flush of a feed that has stopped. Only releases within the window count.
     tail = settings.settle_seconds + 5
+    wanted = int(rate * (seconds + tail)) + 1
+    # enough users for the feed not to run out of the day (about 280 events a user)
+    users = users or max(2000, round(wanted / 200))
     simulated = iter_events(settings, SimulationOptions(users=users, seed=99))
-    events = list(itertools.islice(simulated, int(rate * (seconds + tail)) + 1))  # before the clock
+    events = list(itertools.islice(simulated, wanted))  # before the clock
+    if len(events) < wanted:
+        raise SystemExit(f"{users} users' day has {len(events):,} events, {wanted:,} wanted")
+    print(f"latency feed: {len(events):,} events of {users:,} users' day")
+    # The feed shares this process with the reader: without this, each collection of
+    # the oldest generation scanned the simulated events (a second or more), and the
+    # feed sent in bursts every two seconds, which the latency then measured.
+    collect_rarely()
     worker = WorkerProcess(config, workdir / "latency-worker.log", port)
     released: dict[str, float] = {}  # cdr id of a leg -> wall time its release was acked
+    stamps: dict[str, float] = {}  # cdr id of a leg -> its release's ts (s)
     # cdr id -> (latency, a call with a hold, when its release was acknowledged)
     seen: dict[str, tuple[float, bool, float]] = {}
+    covered: set[str] = set()  # legs of the CDRs read
     try:
         while metric(port, "cdrstream_assigned_partitions ") < settings.kafka.partitions:
             time.sleep(0.5)
         stop = threading.Event()
 
         def read() -> None:
-            for cdr in follow_cdrs(settings, idle_timeout=None if not stop.is_set() else 1):
+            for appended, cdr in appended_cdrs(settings, stop):
                 if cdr.cdr_id not in seen and cdr.version == 1:
                     legs = [cdr.cdr_id] + [f"{cdr.switch_id}:{leg.call_id}" for leg in cdr.legs]
                     if all(leg in released for leg in legs):
                         at = max(released[leg] for leg in legs)
                         held = cdr.record_type == CALL and cdr.hold_ms > 0
-                        seen[cdr.cdr_id] = (time.time() - at, held, at)
+                        seen[cdr.cdr_id] = (appended - at, held, at)
+                        covered.update(legs)
                 if stop.is_set():
                     return
 
@@ -270,17 +329,22 @@ def latency(
         time.sleep(2)
         window_end = time.time() + seconds
         achieved, behind = asyncio.run(
-            live_feed(settings, rate, events, seconds + tail, released)
+            live_feed(settings, rate, events, seconds + tail, released=released, stamps=stamps)
         )
         time.sleep(5)  # CDRs of the window's last calls still on their way
         stop.set()
+        reader.join(120)  # it reads on until a second without a CDR
         values = [(v, held) for v, held, at in list(seen.values()) if at <= window_end]
+        window = [leg for leg, at in list(released.items()) if at <= window_end]
         return Latencies(
             achieved,
             behind,
             sorted(v for v, _ in values),
             sorted(v for v, held in values if held),
             sorted(v for v, held in values if not held),
+            sorted(released[leg] - stamps[leg] for leg in window if leg in stamps),
+            len(window),
+            sum(1 for leg in window if leg not in covered),
         )
     finally:
         worker.terminate()
@@ -316,7 +380,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=6)
     parser.add_argument("--latency-seconds", type=float, default=60)
-    parser.add_argument("--latency-users", type=int, default=2000)
+    parser.add_argument(
+        "--latency-users", type=int,
+        help="users of the live feed's day (default: enough for the run, at least 2,000)",
+    )
     parser.add_argument(
         "--latency-rate", type=float, help="events/s of the live feed (half the sustained rate)"
     )
@@ -346,6 +413,18 @@ def main() -> None:
         f"CDR latency, events sent live at {lat.rate:,.0f} events/s (asked {live:,.0f}, "
         f"at most {lat.behind:.2f} s behind schedule), "
         f"settle_seconds = {settings2.settle_seconds:g}:"
+    )
+    if lat.feed_delay:
+        print(
+            "  the feed's own delay, release ts to acknowledged by the broker: "
+            f"p50 {percentile(lat.feed_delay, 0.5):.2f} s, "
+            f"p99 {percentile(lat.feed_delay, 0.99):.2f} s"
+        )
+    print(
+        f"  {lat.legs:,} legs released in the window; {lat.unissued:,} of them in no CDR read "
+        f"5 s after the feed stopped ({lat.unissued / max(1, lat.legs):.1%})"
+        + (": the worker fell behind, the percentiles below leave those out and are not "
+           "the latency" if lat.unissued > lat.legs / 1000 else "")
     )
     for name, values in (
         ("all CDRs", lat.all), ("calls with a hold", lat.held), ("the others", lat.plain)
