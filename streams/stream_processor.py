@@ -163,8 +163,7 @@ class Replay:
         }
         until = dict(partition)
         for applied in users.values():
-            for topic, offset in applied.items():
-                until[topic] = max(offset, until.get(topic, -1))
+            _raise(until, applied)
         return Replay(dict(partition), users, until) if until else None
 
     def has(self, topic: str, offset: int, user_id: str | None = None) -> bool:
@@ -181,12 +180,18 @@ class Replay:
         return all(positions.get(topic, -1) >= offset for topic, offset in self.until.items())
 
 
+def _raise(applied: Applied, more: Applied) -> None:
+    """Raise each topic's offset in `applied` to the one in `more`, where larger."""
+    for topic, offset in more.items():
+        applied[topic] = max(offset, applied.get(topic, -1))
+
+
 def _at_least(applied: Applied, more: Applied | None) -> Applied:
+    """`applied` with each topic's offset raised to the one in `more` (a copy)."""
     if not more:
         return applied
     merged = dict(applied)
-    for topic, offset in more.items():
-        merged[topic] = max(offset, merged.get(topic, -1))
+    _raise(merged, more)
     return merged
 
 
