@@ -28,25 +28,27 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streams.cdr import CALL, Cdr  # noqa: E402
+from streams.cdr import CALL  # noqa: E402
 from streams.events import CALL_RELEASED, DTMF, Event  # noqa: E402
 from streams.gcpolicy import collect_rarely  # noqa: E402
-from streams.kafka_io import client_options, publish_file  # noqa: E402
-from streams.serialization import decode_cdr_message, encode_event_message  # noqa: E402
+from streams.kafka_io import client_options, follow_cdr_records, publish_file  # noqa: E402
+from streams.serialization import encode_event_message  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import SimulationOptions, iter_events  # noqa: E402
 from tests.worker_harness import WorkerProcess, cli, free_port, write_config  # noqa: E402
+
+EVENTS_PER_USER_DAY = 278  # events of one simulated user's day, on average
 
 
 def broker() -> str:
@@ -257,28 +259,6 @@ def stamp_appended(settings: Settings) -> None:
         admin.close()
 
 
-def appended_cdrs(settings: Settings, stop: threading.Event) -> Iterator[tuple[float, Cdr]]:
-    """CDR versions as they arrive on `cdr`, each with its append time (seconds), until
-    `stop` is set and a second passes without one."""
-    consumer = KafkaConsumer(**client_options(settings.kafka))
-    try:
-        partitions = [
-            TopicPartition(settings.kafka.cdr_topic, p)
-            for p in range(settings.kafka.partitions)
-        ]
-        consumer.assign(partitions)
-        consumer.seek_to_end(*partitions)
-        quiet_since = time.monotonic()
-        while not (stop.is_set() and time.monotonic() - quiet_since > 1):
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    quiet_since = time.monotonic()
-                    if record.value is not None:
-                        yield record.timestamp / 1000, decode_cdr_message(record.value)
-    finally:
-        consumer.close()
-
-
 def latency(
     config: Path, settings: Settings, workdir: Path, rate: float, seconds: float,
     *, users: int | None,
@@ -290,8 +270,8 @@ def latency(
     # idle flush of a feed that has stopped. Only releases within the window count.
     tail = settings.settle_seconds + 5
     wanted = int(rate * (seconds + tail)) + 1
-    # enough users for the feed not to run out of the day (about 280 events a user)
-    users = users or max(2000, round(wanted / 200))
+    # enough users for the feed not to run out of the day (with a margin)
+    users = users or max(2000, round(1.4 * wanted / EVENTS_PER_USER_DAY))
     simulated = iter_events(settings, SimulationOptions(users=users, seed=99))
     events = list(itertools.islice(simulated, wanted))  # before the clock
     if len(events) < wanted:
@@ -313,7 +293,11 @@ def latency(
         stop = threading.Event()
 
         def read() -> None:
-            for appended, cdr in appended_cdrs(settings, stop):
+            def done(quiet: float) -> bool:  # stopped, and a second without a CDR
+                return stop.is_set() and quiet > 1
+
+            for appended_ms, cdr in follow_cdr_records(settings, False, done):
+                appended = appended_ms / 1000
                 if cdr.cdr_id not in seen and cdr.version == 1:
                     legs = [cdr.cdr_id] + [f"{cdr.switch_id}:{leg.call_id}" for leg in cdr.legs]
                     if all(leg in released for leg in legs):
@@ -354,7 +338,8 @@ def throughput(config: Path, settings: Settings, workdir: Path, events: int) -> 
     """Publish a simulated day of about `events` events; print the pass-through rates and
     the worker's sustained rate over that backlog, and return the latter."""
     day = workdir / "day.jsonl"
-    cli("simulate", "--users", str(max(1, events // 278)), "--seed", "3", "--output", str(day))
+    users = max(1, events // EVENTS_PER_USER_DAY)
+    cli("simulate", "--users", str(users), "--seed", "3", "--output", str(day))
     stats = publish_file(settings, str(day))
     total = stats.events
     print(f"published {total:,} events in {stats.seconds:.1f} s ({total / stats.seconds:,.0f}/s)")

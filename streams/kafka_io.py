@@ -7,7 +7,7 @@ Only this module and `streams.worker` import Kafka client libraries.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -299,6 +299,19 @@ def follow_cdrs(
 ) -> Iterator[Cdr]:
     """CDR versions as they arrive on the `cdr` topic; stops after `idle_timeout` seconds
     without one, when given."""
+
+    def idle(quiet: float) -> bool:
+        return idle_timeout is not None and quiet > idle_timeout
+
+    for _, cdr in follow_cdr_records(settings, from_beginning, idle):
+        yield cdr
+
+
+def follow_cdr_records(
+    settings: Settings, from_beginning: bool, done: Callable[[float], bool]
+) -> Iterator[tuple[int, Cdr]]:
+    """CDR versions as they arrive on the `cdr` topic, each with its record's timestamp
+    (ms); stops when `done` says so, given the seconds since the last record."""
     consumer = _consumer(settings)
     try:
         partitions = _partitions(consumer, settings.kafka.cdr_topic)
@@ -308,14 +321,12 @@ def follow_cdrs(
         else:
             consumer.seek_to_end(*partitions)
         last = time.monotonic()
-        while True:
+        while not done(time.monotonic() - last):
             batch = consumer.poll(timeout_ms=500)
             for records in batch.values():
                 for record in records:
                     if record.value is not None:
-                        yield decode_cdr_message(record.value)
+                        yield record.timestamp, decode_cdr_message(record.value)
                     last = time.monotonic()
-            if idle_timeout is not None and time.monotonic() - last > idle_timeout:
-                return
     finally:
         consumer.close()

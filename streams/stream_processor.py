@@ -375,7 +375,7 @@ class StreamProcessor:
         for message in messages:
             where = (message.topic, message.partition)
             if message.offset <= positions.get(where, -1):
-                continue  # this engine has it: read again after a seek back (see `handle`)
+                continue  # this engine has it: read again after Faust sought back
             positions[where] = message.offset
             engine = self.engines[message.partition]
             origin = Origin(message.topic, message.partition, message.offset)
@@ -408,7 +408,7 @@ class StreamProcessor:
             outputs.extend(engine.feed(item, origin, advance=False))
         for partition in touched & replays.keys():
             replay_done = replays[partition].passed(
-                {topic: self.positions.get((topic, partition), -1) for topic in self.topics}
+                {topic: positions.get((topic, partition), -1) for topic in self.topics}
             )
             if replay_done:
                 del replays[partition]

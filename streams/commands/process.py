@@ -33,7 +33,6 @@ def add_parser(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     collect_rarely()
