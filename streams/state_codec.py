@@ -233,9 +233,8 @@ class StateBuilder:
     def add(self, key: bytes, value: bytes) -> None:
         user_id, kind = user_of(key)
         if kind == MANIFEST:
-            due, waiting, keys, *rest = decode_value(value)  # format 4: no offsets
-            applied = {str(topic): int(offset) for topic, offset in (rest or [{}])[0].items()}
-            self._manifests[user_id] = (due, bool(waiting), tuple(keys), applied)
+            due, waiting, keys, *rest = decode_value(value)
+            self._manifests[user_id] = (due, bool(waiting), tuple(keys), _applied_of(rest))
         elif kind in (LEG, ISSUED, TOMBSTONES):
             self._pieces[key] = value
         else:
@@ -302,6 +301,11 @@ def encode_watermark(
 
 
 def decode_watermark(value: bytes) -> tuple[Millis, dict[str, Millis], Applied]:
-    watermark, read_up_to, *rest = decode_value(value)  # format 4: no offsets
-    applied = {str(topic): int(offset) for topic, offset in (rest or [{}])[0].items()}
-    return int(watermark), dict(read_up_to), applied
+    watermark, read_up_to, *rest = decode_value(value)
+    return int(watermark), dict(read_up_to), _applied_of(rest)
+
+
+def _applied_of(rest: list[Any]) -> Applied:
+    """The applied offsets after a manifest's or watermark's other fields (format 4 has
+    none)."""
+    return {str(topic): int(offset) for topic, offset in (rest[0] if rest else {}).items()}
