@@ -10,7 +10,7 @@ from streams.dialing import EntryAttempt
 from streams.events import LegKey
 from streams.legs import Hold, LegFacts
 from streams.settings import Settings
-from streams.timefmt import Millis, local_date, zone
+from streams.timefmt import Millis, local_date_text, zone
 
 
 def code_entry(attempt: EntryAttempt, via: c.Via, leg: LegFacts) -> CodeEntry:
@@ -142,7 +142,7 @@ def build_call_cdr(
             )
             for leg in sorted(ring_legs, key=_start_order)
         ) if ring_legs else (),
-        user_timezone=tz, local_date=local_date(start_time, tz).isoformat(),
+        user_timezone=tz, local_date=local_date_text(start_time, tz),
         billable=answer_time is not None,
     )
 
@@ -172,5 +172,5 @@ def build_code_entry_cdr(
         account_code=attempt.code, account_code_status=status, account_code_required=False,
         account_code_entries=(code_entry(attempt, "second_line", leg),),
         client_name=client_name, code_known=code_known, applied_to_cdr_id=applied_to, legs=(),
-        user_timezone=tz, local_date=local_date(leg.start_ts, tz).isoformat(), billable=False,
+        user_timezone=tz, local_date=local_date_text(leg.start_ts, tz), billable=False,
     )

@@ -34,7 +34,7 @@ PURE_ENV = "CDRSTREAM_PURE"
 # anything mypyc cannot compile (pydantic models: settings stays source).
 CORE_MODULES: tuple[str, ...] = (
     "timefmt", "deadletter", "events", "dialing", "legs", "correlation", "cdr",
-    "cdr_builder", "engine", "avro_flat", "serialization", "filemode",
+    "cdr_builder", "engine", "avro_flat", "serialization", "shard_engine", "filemode",
 )
 
 

@@ -173,16 +173,20 @@ def decode_json_event(line: bytes | str, origin: Origin) -> Event | DeadLetter:
     return _decode_or_letter(raw, origin, line)
 
 
+def open_events(path: str | Path) -> IO[bytes]:
+    """An events file opened for reading, or a SerializationError naming it."""
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise SerializationError(f"{path}: cannot read: {error.strerror}") from None
+
+
 def read_events(path: str | Path) -> Iterator[tuple[Event | DeadLetter, Origin]]:
     """Events of a JSON Lines or Avro file, in file order, each with its origin.
 
     A line or record that is not a valid event comes out as a DeadLetter."""
     name = str(path)
-    try:
-        handle = open(path, "rb")
-    except OSError as error:
-        raise SerializationError(f"{name}: cannot read: {error.strerror}") from None
-    with handle:
+    with open_events(path) as handle:
         if is_avro_path(path):
             try:
                 records = fastavro.reader(handle)
@@ -192,19 +196,45 @@ def read_events(path: str | Path) -> Iterator[tuple[Event | DeadLetter, Origin]]
                 origin = Origin(name, None, number)
                 yield _decode_or_letter(record, origin, None), origin
             return
-        loads = orjson.loads
         for number, line in enumerate(handle, start=1):
             origin = Origin(name, None, number)
-            try:
-                raw = loads(line)
-            except orjson.JSONDecodeError:
-                if line.strip():  # blank lines are skipped
-                    yield decode_json_event(line, origin), origin
-                continue
-            try:
-                yield decode_event(raw), origin
-            except EventDecodeError:
-                yield _decode_or_letter(raw, origin, line), origin
+            item = decode_json_line(line, origin)
+            if item is not None:
+                yield item, origin
+
+
+def decode_json_line(line: bytes, origin: Origin) -> Event | DeadLetter | None:
+    """One line of a JSON Lines events file: its event, a dead letter saying why it is
+    not one, or None for a blank line (skipped)."""
+    try:
+        raw = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        if line.strip():
+            return decode_json_event(line, origin)
+        return None
+    try:
+        return decode_event(raw)
+    except EventDecodeError:
+        return _decode_or_letter(raw, origin, line)
+
+
+USER_ID_AT = b'"user_id":"'
+
+
+def claimed_user(line: bytes) -> bytes | None:
+    """The bytes of the first `"user_id":"...` value in a JSON Lines event line, found
+    without decoding the line: for a well-formed event, its user (UTF-8, as written);
+    None where there is none such. Only a hint: a line may spell its user otherwise
+    (escapes, spaces, the key twice, a nested object), so whoever decodes the line must
+    check the user it finds."""
+    at = line.find(USER_ID_AT)
+    if at < 0:
+        return None
+    start = at + 11
+    end = line.find(b'"', start)
+    if end < 0:
+        return None
+    return line[start:end]
 
 
 def write_events(path: str | Path, events: Iterable[Event], lines: Iterable[bytes] = ()) -> int:

@@ -1,24 +1,15 @@
 """File mode over several processes (`cdrstream process --jobs N`): the same CDR and
-dead-letter files as one engine, byte for byte, faster (on two cores, a 1M-event day in
-7.7 s instead of 9.8 s: every shard decodes every line, see docs/benchmarks.md).
+dead-letter files as one engine, byte for byte, faster (see docs/benchmarks.md).
 
-Users are independent in the engine except for event time, which in file mode is the
-largest ts seen over every user's events. So each shard process reads the whole input
-(every line is decoded, as one engine would, so that it knows which lines count for
-event time), feeds the events of its own users (by a hash of `user_id`) to its engine,
-and for any other valid event only moves event time on to its ts when larger (the same
-step one engine takes, so that every user is evaluated at the same moments and lateness
-is judged against the same event time).
-
-The merge: one engine's outputs for an input line are the event's own dead letter, if
-any, then the evaluations of the users due, in (due time, user) order; at the end, the
-users due in that order, then every user still open, in user order. Each shard encodes
-its outputs as the output files want them and tags each group (an event's dead letter,
-an evaluation's outputs) with (line, part, due time, user, running number) (the engine
-tells which evaluation gave which outputs: `Engine.evaluations`); the parent merges the
-shards' tagged streams and writes them. Dead letters of lines that are not events come
-from shard 0. The last part of the end needs the event time all the shards reached, so
-each shard reports its own and waits for the largest.
+Users are spread over shard processes by a hash of `user_id`. The work of a shard is
+`streams.shard_engine.ShardEngine` (compiled with the core; how the shards agree on event
+time and how outputs are tagged is described there); this module is its I/O: the shard
+processes read the input, send each other their event times through pipes, a chunk of
+lines at a time, and send their tagged outputs to the parent, which merges them in tag
+order and writes them. JSON Lines input is decoded once over all the shards (each
+decodes its own users' lines); Avro input is decoded by every shard. The last part of
+the end needs the event time all the shards reached, so each shard reports its own and
+waits for the largest.
 """
 
 from __future__ import annotations
@@ -29,36 +20,29 @@ import os
 import pickle
 import queue
 import threading
-import zlib
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from streams.cdr import Cdr
-from streams.deadletter import DeadLetter
-from streams.engine import Engine, Output
 from streams.errors import CdrStreamError, FileModeError
 from streams.serialization import (
     CdrFormat,
     CdrWriter,
     DeadLetterWriter,
-    cdr_encoder,
-    encode_dead_letter_line,
+    is_avro_path,
+    open_events,
     read_events,
 )
 from streams.settings import Settings
+from streams.shard_engine import SHARED, Encoded, LineChunk, ShardEngine, Tagged, shard_of
 from streams.timefmt import Millis
 
+__all__ = ["ShardRun", "default_jobs", "process_sharded", "shard_of"]
+
 CHUNK = 1000  # tagged groups sent to the parent at a time
-LETTER, DUE, OPEN = 0, 1, 2  # the parts of a line's (or the end's) outputs, in order
-# (input position, part, due time, user, running number within the shard)
-Tag = tuple[int, int, Millis, str, int]
-# an output as written: a CDR (True) or dead letter, whether it is a first version, and
-# what the writer takes (`cdr_encoder`, `encode_dead_letter_line`)
-Encoded = tuple[bool, bool, Any]
-Tagged = tuple[Tag, list[Encoded]]
+LINES_BYTES = 256 * 1024  # JSON Lines read and decoded at a time (about 600 events)
 
 
 class ShardRun(NamedTuple):
@@ -70,8 +54,12 @@ class ShardRun(NamedTuple):
     shards: int
 
 
-def shard_of(user_id: str, shards: int) -> int:
-    return zlib.crc32(user_id.encode()) % shards
+class Peers(NamedTuple):
+    """One shard's pipes from and to every other shard (`shards`, in order)."""
+
+    shards: list[int]
+    inbound: list[Connection]
+    outbound: list[Connection]
 
 
 def default_jobs(input_path: str | Path) -> int:
@@ -87,90 +75,85 @@ def default_jobs(input_path: str | Path) -> int:
 
 
 class _Shard:
-    """One shard's engine and the tagged outputs it has not sent yet."""
+    """One shard process's I/O: the input's lines, the other shards' event times, the
+    tagged outputs to the parent; the work is `ShardEngine`'s."""
 
-    def __init__(self, run: ShardRun, index: int, conn: Connection):
-        self.engine = Engine(run.settings)
-        self.engine.evaluations = []
-        self.encode_cdr = cdr_encoder(run.fmt)
+    def __init__(self, run: ShardRun, index: int, conn: Connection, peers: Peers):
+        self.shard = ShardEngine(run.settings, run.fmt, index, run.shards, run.input_path)
         self.input_path = run.input_path
         self.index = index
-        self.shards = run.shards
         self.conn = conn
-        self.chunk: list[Tagged] = []
-        self.number = 0
-
-    def encoded(self, outputs: list[Output]) -> list[Encoded]:
-        encode_cdr = self.encode_cdr
-        return [
-            (True, item.version == 1, encode_cdr(item)) if isinstance(item, Cdr)
-            else (False, False, encode_dead_letter_line(item))
-            for item in outputs
-        ]
-
-    def tag(self, position: int, outputs: list[Output], part: int = DUE) -> None:
-        """Tag what one step of the engine gave: its dead letter first (outputs that no
-        evaluation gave), then each evaluation's outputs."""
-        evaluations = self.engine.evaluations
-        assert evaluations is not None
-        chunk = self.chunk
-        letters = len(outputs) - sum(count for _, _, count in evaluations)
-        if letters:
-            group = self.encoded(outputs[:letters])
-            chunk.append(((position, LETTER, 0, "", self.number), group))
-            self.number += 1
-        at = letters
-        for due, user_id, count in evaluations:
-            if count:
-                group = self.encoded(outputs[at:at + count])
-                chunk.append(((position, part, due, user_id, self.number), group))
-                self.number += 1
-                at += count
-        evaluations.clear()
-        if len(chunk) >= CHUNK:
-            self.send("out")
+        self.peers = peers
 
     def send(self, kind: str, *extra: object) -> None:
-        self.conn.send_bytes(pickle.dumps((kind, self.chunk, *extra), pickle.HIGHEST_PROTOCOL))
-        self.chunk = []
+        unsent = self.shard.unsent
+        self.conn.send_bytes(pickle.dumps((kind, unsent, *extra), pickle.HIGHEST_PROTOCOL))
+        unsent.clear()
+
+    def send_full(self) -> None:
+        if len(self.shard.unsent) >= CHUNK:
+            self.send("out")
 
     def run(self) -> None:
-        engine, index, shards = self.engine, self.index, self.shards
-        evaluations = engine.evaluations
-        assert evaluations is not None
-        owner: dict[str, int] = {}  # user -> shard
-        position = 0
-        for position, (item, origin) in enumerate(read_events(self.input_path), start=1):
-            if isinstance(item, DeadLetter):
-                if index == 0:
-                    tag = (position, LETTER, 0, "", self.number)
-                    self.chunk.append((tag, self.encoded([item])))
-                    self.number += 1
-                continue
-            shard = owner.get(item.user_id)
-            if shard is None:
-                shard = owner[item.user_id] = shard_of(item.user_id, shards)
-            if shard == index:
-                outputs = engine.feed(item, origin)
-            elif engine.watermark is None or item.ts > engine.watermark:
-                outputs = engine.advance(item.ts)  # another shard's event: event time only
-            else:
-                continue
-            if outputs:
-                self.tag(position, outputs)
-            else:
-                evaluations.clear()
-        end = position + 1
-        self.tag(end, engine.finish_due())
-        self.send("watermark", engine.watermark, position)
-        watermark = self.conn.recv()
-        self.tag(end, engine.finish_open(watermark), part=OPEN)
+        avro = is_avro_path(self.input_path)
+        end = (self._run_decoding_all() if avro else self._run_lines()) + 1
+        shard = self.shard
+        shard.finish_due(end)
+        self.send("watermark", shard.watermark, shard.items)
+        shard.finish_open(end, self.conn.recv())
         self.send("done")
 
+    def _run_decoding_all(self) -> int:
+        """Every shard decodes every record (Avro input); returns the last position."""
+        shard, position = self.shard, 0
+        for position, (item, origin) in enumerate(read_events(self.input_path), start=1):
+            shard.take(position, item, origin, SHARED)
+            self.send_full()
+        if self.index == 0:
+            shard.items = position
+        return position
 
-def _shard_main(run: ShardRun, index: int, conn: Connection) -> None:
+    def _run_lines(self) -> int:
+        """JSON Lines: each shard decodes its own users' lines (and those whose user is
+        not certain from their bytes) and learns the others' event times from them, a
+        chunk of lines at a time. A chunk's times are sent before the previous chunk is
+        run, so no shard waits on another's engine. Returns the last line number."""
+        shard, peers = self.shard, self.peers
+        pending: LineChunk | None = None
+        number = 0
+        for lines in self.chunks():
+            chunk = shard.decode(number + 1, lines)
+            number += len(lines)
+            for other, conn in zip(peers.shards, peers.outbound, strict=True):
+                conn.send_bytes(chunk.message(other))
+            if pending is not None:
+                self._apply(pending)
+            pending = chunk
+        if pending is not None:
+            self._apply(pending)
+        return number
+
+    def chunks(self) -> Iterator[list[bytes]]:
+        """The input's lines, about LINES_BYTES at a time (the same chunks in every
+        shard)."""
+        with open_events(self.input_path) as handle:
+            while lines := handle.readlines(LINES_BYTES):
+                yield lines
+
+    def _apply(self, chunk: LineChunk) -> None:
+        self.shard.apply(chunk, [conn.recv_bytes() for conn in self.peers.inbound])
+        self.send_full()
+
+
+def _shard_main(
+    run: ShardRun, index: int, conn: Connection, peers: Peers, others: list[Connection]
+) -> None:
+    """A shard process: `others` are the pipes between other shards (inherited by the
+    fork, closed here, so that a shard that dies leaves its peers an end of file)."""
+    for other in others:
+        other.close()
     try:
-        _Shard(run, index, conn).run()
+        _Shard(run, index, conn, peers).run()
     except BaseException as error:
         try:
             conn.send_bytes(pickle.dumps(("error", [], error)))
@@ -194,16 +177,27 @@ class _Shards:
         self.events = 0
         self.failure: BaseException | None = None
         self._lock = threading.Lock()
+        # pipes[i][j]: shard i's event times to shard j (reading end, writing end)
+        pipes = [[context.Pipe(duplex=False) for _ in range(jobs)] for _ in range(jobs)]
+        every = [end for row in pipes for pair in row for end in pair]
         for index in range(jobs):
+            peers = Peers(
+                [other for other in range(jobs) if other != index],
+                [pipes[other][index][0] for other in range(jobs) if other != index],
+                [pipes[index][other][1] for other in range(jobs) if other != index],
+            )
             parent, child = context.Pipe()
+            others = [end for end in every if end not in peers.inbound + peers.outbound]
             process = context.Process(
-                target=_shard_main, args=(run, index, child), daemon=True
+                target=_shard_main, args=(run, index, child, peers, others), daemon=True
             )
             process.start()
             child.close()
             self.conns.append(parent)
             self.processes.append(process)
             self.queues.append(queue.SimpleQueue())
+        for end in every:
+            end.close()
         self.threads = [
             threading.Thread(target=self._drain, args=(index,), daemon=True)
             for index in range(jobs)
@@ -241,7 +235,7 @@ class _Shards:
     def _reached(self, index: int, watermark: Millis | None, events: int) -> None:
         with self._lock:
             self.watermarks[index] = watermark
-            self.events = events
+            self.events += events
             if len(self.watermarks) < self.jobs:
                 return
             reached = max((w for w in self.watermarks.values() if w is not None), default=0)

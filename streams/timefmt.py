@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -12,6 +12,8 @@ Millis = int
 _MINUTE_MS = 60_000
 _CACHE_LIMIT = 4096  # minutes (CDRs come roughly in time order: a few suffice)
 _minute_text: dict[int, str] = {}
+_SECOND_TEXT = [f"{second:02d}." for second in range(60)]
+_MILLI_TEXT = [f"{milli:03d}Z" for milli in range(1000)]
 
 
 _minute_ms: dict[str, int] = {}
@@ -85,7 +87,7 @@ def format_iso(ms: Millis) -> str:
         if len(_minute_text) >= _CACHE_LIMIT:
             _minute_text.clear()
         prefix = _minute_text[minute] = _format_iso(minute * _MINUTE_MS)[:17]
-    return f"{prefix}{rest // 1000:02d}.{rest % 1000:03d}Z"
+    return prefix + _SECOND_TEXT[rest // 1000] + _MILLI_TEXT[rest % 1000]
 
 
 _YEAR_10000_MS = 253_402_300_800_000
@@ -111,3 +113,39 @@ def local_date(ms: Millis, zone_name: str) -> date:
     if tz is None:
         raise ValueError(f"unknown time zone {zone_name!r}")
     return datetime.fromtimestamp(ms / 1000, tz).date()
+
+
+class _LocalDay:
+    """A zone's local day last asked for: `[start, end)` in epoch ms, and its date as
+    text; only for a day with one UTC offset throughout (no clock change that day)."""
+
+    def __init__(self, start: Millis, end: Millis, text: str) -> None:
+        self.start = start
+        self.end = end
+        self.text = text
+
+
+_local_days: dict[str, _LocalDay] = {}
+
+
+def local_date_text(ms: Millis, zone_name: str) -> str:
+    """`local_date(ms, zone_name).isoformat()`, from the zone's day last asked for when
+    `ms` falls in it (CDRs come roughly in time order)."""
+    day = _local_days.get(zone_name)
+    if day is not None and day.start <= ms < day.end:
+        return day.text
+    found = local_date(ms, zone_name)
+    text = found.isoformat()
+    tz = zone(zone_name)
+    after = found + timedelta(days=1)
+    start = datetime(found.year, found.month, found.day, tzinfo=tz)
+    end = datetime(after.year, after.month, after.day, tzinfo=tz)
+    start_ms = round(start.timestamp() * 1000)
+    end_ms = round(end.timestamp() * 1000)
+    if start.utcoffset() == end.utcoffset() and start_ms <= ms < end_ms and (
+        datetime.fromtimestamp(start_ms / 1000, tz).utcoffset()
+        == datetime.fromtimestamp((end_ms - 1) / 1000, tz).utcoffset()
+        == start.utcoffset()
+    ):
+        _local_days[zone_name] = _LocalDay(start_ms, end_ms, text)
+    return text

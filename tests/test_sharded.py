@@ -4,17 +4,19 @@ files as one engine, byte for byte, whatever the faults of the feed."""
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from streams import sharded
 from streams.cli import main
 from streams.errors import FileModeError, SerializationError
 from streams.filemode import dead_letter_path, process_file
-from streams.serialization import read_events
+from streams.serialization import claimed_user, read_events
 from streams.settings import load_settings
 from streams.sharded import default_jobs
 
@@ -63,6 +65,72 @@ def test_more_shards_than_users(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("line", "user"),
+    [
+        (b'{"type":"dtmf","user_id":"ann@x.example","ts":"t"}', b"ann@x.example"),
+        (b'{"user_id":""}', b""),
+        (b'{"user_id":"a\\u0040x"}', b"a\\u0040x"),  # as written: decoding finds a@x
+        (b'{"user_id":"ann","user_id":"bob"}', b"ann"),  # decoding takes the last
+        (b'{"note":{"user_id":"bob"},"user_id":"ann"}', b"bob"),
+        (b'{"user_id": "ann"}', None),  # spaces
+        (b'{"user\\u005fid":"ann"}', None),
+        (b'{"user_id":7}', None),
+        (b'{"user_id":"ann', None),
+        (b'{"type":"dtmf"}', None),
+        (b"", None),
+    ],
+)
+def test_the_user_a_line_hints(line: bytes, user: bytes | None) -> None:
+    """Only a hint (the first `"user_id":"` value as written): the shard that decodes
+    the line passes it on when the user it finds is another shard's."""
+    assert claimed_user(line) == user
+
+
+def test_an_event_line_hints_its_own_user(tmp_path: Path) -> None:
+    """The lines switches write (and the simulator): the hint is the user, so lines are
+    passed on only when spelled otherwise."""
+    day = simulate(tmp_path / "day.jsonl", 5, 2)
+    lines = day.read_bytes().splitlines()
+    for line in lines:
+        assert claimed_user(line) == orjson.loads(line)["user_id"].encode()
+    assert len(lines) > 500
+
+
+def respelled(line: bytes, kind: int) -> bytes:
+    """An event line spelled so that its user cannot be read from its bytes, or with a
+    second `user_id` a nested object holds (the same event, or no event)."""
+    record: dict[str, str] = orjson.loads(line)
+    if kind == 0:  # spaces after the colons: the same event
+        return json.dumps(record).encode()
+    if kind == 1:  # an escaped key: the same event
+        return line.replace(b'"user_id":', b'"user\\u005fid":')
+    if kind == 2:  # another user in a nested object first: the same event (unknown keys pass)
+        return orjson.dumps({"note": {"user_id": "someone.else@example"}, **record})
+    if kind == 3:  # the user only in a nested object: no event
+        return orjson.dumps({"note": {"user_id": record["user_id"]}, "ts": record["ts"]})
+    if kind == 4:  # the key twice: the last one counts (another user's event)
+        return line[:-1] + b',"user_id":"' + record["user_id"].encode() + b'.2"}'
+    # the user with an escaped "@": the same event
+    return line.replace(b"@", b"\\u0040", 1)
+
+
+@pytest.mark.parametrize("jobs", [2, 3])
+def test_lines_whose_user_is_not_certain_from_their_bytes(tmp_path: Path, jobs: int) -> None:
+    """Each shard decodes only its own users' lines, reading `user_id` from the bytes;
+    where that is not certain, every shard decodes the line. Either way the same files."""
+    day = simulate(tmp_path / "day.jsonl", 12, 9, *FAULTS)
+    lines = day.read_bytes().splitlines()
+    for number in range(3, len(lines), 7):
+        if lines[number].startswith(b'{"event_id"'):
+            lines[number] = respelled(lines[number], number % 6)
+    events = tmp_path / "respelled.jsonl"
+    events.write_bytes(b"\n".join(lines) + b"\n")
+    one = outputs(tmp_path, events, "one", "jsonl", 1)
+    assert one[1].count(b"\n") > len(lines) // 40  # the kind-3 lines are dead letters
+    assert outputs(tmp_path, events, "sharded", "jsonl", jobs) == one
+
+
 def test_an_empty_input_gives_empty_files(tmp_path: Path) -> None:
     events = tmp_path / "empty.jsonl"
     events.write_bytes(b"")
@@ -94,18 +162,28 @@ def test_small_inputs_run_in_one_process(tmp_path: Path) -> None:
     assert default_jobs(tmp_path / "missing.jsonl") == 1
 
 
+@pytest.mark.parametrize("suffix", ["jsonl", "avro"])
 def test_a_shard_that_fails_stops_the_run_with_its_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str
 ) -> None:
     """The shards are forked: a failure inside one is raised in the parent, which does
-    not wait for the others."""
-    events = simulate(tmp_path / "day.jsonl", 10, 4)
+    not wait for the others (one of which waits for the failed one's event times)."""
+    events = simulate(tmp_path / f"day.{suffix}", 10, 4)
+    if suffix == "avro":  # every shard decodes every record
 
-    def broken(path: object) -> Iterator[object]:
-        yield from itertools.islice(read_events(path), 50)  # type: ignore[arg-type]
-        raise ValueError("reading broke")
+        def broken(path: object) -> Iterator[object]:
+            yield from itertools.islice(read_events(path), 50)  # type: ignore[arg-type]
+            raise ValueError("reading broke")
 
-    monkeypatch.setattr(sharded, "read_events", broken)
+        monkeypatch.setattr(sharded, "read_events", broken)
+    else:  # each shard reads every line, a chunk at a time
+        chunks = sharded._Shard.chunks
+
+        def breaking(self: sharded._Shard) -> Iterator[list[bytes]]:
+            yield from itertools.islice(chunks(self), 2)
+            raise ValueError("reading broke")
+
+        monkeypatch.setattr(sharded._Shard, "chunks", breaking)
     with pytest.raises(FileModeError, match="reading broke"):
         process_file(load_settings(None), events, tmp_path / "cdrs.jsonl", jobs=2)
 
