@@ -12,10 +12,14 @@ Wall time and CPU time (user + system) of the process are both printed: on a sha
 machine the CPU time is the steadier figure. With --keep, simulated files already in DIR
 (named by users and seed) are reused instead of simulated again.
 
-`process` runs twice: in one process (`--jobs 1`) and with users spread over the CPUs
-(`--jobs N`, default this machine's CPUs, at most 4; the same output byte for byte).
+`process` runs in one process (`--jobs 1`) and with users spread over the CPUs (`--jobs
+N`, default this machine's CPUs, at most 4; the same output byte for byte), in rounds:
+each round times parsing again and takes each ratio against its own round's parse time
+(this host's speed drifts by a quarter from one minute to the next), and the summary
+gives the median, best and worst ratio over the rounds.
 
 usage: python benchmarks/bench_process.py [--events 1000000] [--keep DIR] [--jobs N]
+       [--rounds 3]
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -141,6 +146,11 @@ def main() -> None:
         "--jobs", type=int, default=default_jobs_here(),
         help="process --jobs of the sharded run (default: this machine's CPUs, at most 4)",
     )
+    parser.add_argument(
+        "--rounds", type=int, default=3,
+        help="rounds of (parse only, process --jobs 1, process --jobs N), each ratio taken "
+        "within its round: this host's speed drifts from minute to minute",
+    )
     args = parser.parse_args()
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="cdrstream-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -156,24 +166,34 @@ def main() -> None:
     events = count_lines(day)
     print(f"simulated {events:,} events ({users} users) in {sim_seconds:.1f} s")
 
-    parse_seconds = parse_only(day)
-    print(
-        f"parse only (orjson.loads per line, best of 3): {parse_seconds:.2f} s, "
-        f"{events / parse_seconds:,.0f} events/s"
-    )
-
     out = workdir / "cdrs.jsonl"
-    for jobs in sorted({1, args.jobs}):
-        one = run_measured(
-            "process", "--input", str(day), "--output", str(out), "--jobs", str(jobs)
-        )
+    ratios: dict[int, list[float]] = {}
+    for round_number in range(1, args.rounds + 1):
+        parse_seconds = parse_only(day)
         print(
-            f"process --jobs {jobs}: {one.seconds:.2f} s, {events / one.seconds:,.0f} events/s, "
-            f"{one.seconds / parse_seconds:.1f}x parse time; CPU {one.cpu_seconds:.2f} s "
-            f"({events / one.cpu_seconds:,.0f} events/CPU-s); peak RSS {one.rss_mib:.0f} MiB"
-            + (" (parent + shards)" if jobs > 1 else "")
+            f"round {round_number}: parse only (orjson.loads per line, best of 3): "
+            f"{parse_seconds:.2f} s, {events / parse_seconds:,.0f} events/s"
         )
-        print(f"  {one.stderr}")
+        for jobs in sorted({1, args.jobs}):
+            one = run_measured(
+                "process", "--input", str(day), "--output", str(out), "--jobs", str(jobs)
+            )
+            ratio = one.seconds / parse_seconds
+            ratios.setdefault(jobs, []).append(ratio)
+            print(
+                f"  process --jobs {jobs}: {one.seconds:.2f} s, "
+                f"{events / one.seconds:,.0f} events/s, {ratio:.1f}x parse time; "
+                f"CPU {one.cpu_seconds:.2f} s ({events / one.cpu_seconds:,.0f} events/CPU-s); "
+                f"peak RSS {one.rss_mib:.0f} MiB" + (" (parent + shards)" if jobs > 1 else "")
+            )
+            if round_number == 1:
+                print(f"    {one.stderr}")
+    for jobs, seen in ratios.items():
+        print(
+            f"process --jobs {jobs} over {len(seen)} rounds: ratio to parse time "
+            f"median {statistics.median(seen):.1f}x, best {min(seen):.1f}x, "
+            f"worst {max(seen):.1f}x"
+        )
 
     # A longer timeline with the same concurrency: the day, then the next day.
     next_day = workdir / f"next-day-{users}u-seed8.jsonl"
