@@ -46,8 +46,10 @@ from streams.kafka_io import client_options, follow_cdr_records, publish_file  #
 from streams.serialization import encode_event_message  # noqa: E402
 from streams.settings import Settings  # noqa: E402
 from streams.simulate import SimulationOptions, iter_events  # noqa: E402
+from streams.timefmt import format_iso  # noqa: E402
 from tests.worker_harness import WorkerProcess, cli, free_port, write_config  # noqa: E402
 
+TIMELINE_STEP = 5.0  # seconds of the latency window, for its p99 over time
 EVENTS_PER_USER_DAY = 278  # events of one simulated user's day, on average
 
 
@@ -177,27 +179,75 @@ class Latencies(NamedTuple):
     feed_delay: list[float]  # release events: from their ts to their acknowledgement (s)
     legs: int  # legs released within the window
     unissued: int  # of those, legs no CDR read by the end covers (the worker fell behind)
+    by_step: list[list[float]]  # latencies of the releases in each TIMELINE_STEP of the window
+
+
+class Prepared(NamedTuple):
+    """An event of the live feed, encoded before the clock starts but for its ts."""
+
+    topic: str
+    partition: int
+    key: bytes
+    head: bytes  # the message value up to its ts
+    tail: bytes  # and after it
+    json: bool  # ts as ISO text (JSON), else an Avro long
+    leg: str | None  # the leg's cdr id, for a release
+
+
+def zigzag_long(value: int) -> bytes:
+    """An Avro long: zigzag, then 7 bits a byte, low first."""
+    number = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def prepare(event: Event, encoding: str, topic: str, partition: int) -> Prepared:
+    """Split the encoded message at its ts, which the feed puts in as it sends (checked:
+    the parts with the event's own ts put back are its encoding, byte for byte)."""
+    value = encode_event_message(event, encoding)
+    json = encoding == "json"
+    ts = format_iso(event.ts).encode() if json else zigzag_long(event.ts)
+    at = value.find(ts)
+    if at < 0 or value.find(ts, at + 1) >= 0:
+        raise SystemExit(f"event {event.event_id}: its ts is not once in its encoding")
+    head, tail = value[:at], value[at + len(ts):]
+    leg = f"{event.switch_id}:{event.call_id}" if event.type == CALL_RELEASED else None
+    return Prepared(topic, partition, event.user_id.encode(), head, tail, json, leg)
 
 
 async def live_feed(
     settings: Settings, rate: float, events: list[Event], seconds: float,
     *, released: dict[str, float], stamps: dict[str, float],
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Send `events` (simulated beforehand) at `rate` per second for `seconds`, each
-    stamped with the wall clock as it is encoded, just before it is sent; note when each
-    release was acknowledged by the broker. Returns the rate achieved and how far, at
-    most, sending fell behind its schedule (seconds).
+    stamped with the wall clock as it is sent; note when each release was acknowledged
+    by the broker. Returns the rate achieved, how far, at most, sending fell behind its
+    schedule (seconds), and when sending started (wall clock).
 
-    The feed shares the two cores with the worker and the broker, so it is kept cheap:
-    the simulation runs before the clock starts, and the messages due at each tick go
-    to one aiokafka record batch per partition (keyed as `send` would partition them), a
-    release counting from the acknowledgement of its batch."""
+    The feed stands in for switches on other machines but shares the two cores with the
+    worker and the broker, so it is kept cheap: the simulation runs before the clock
+    starts, and so does the encoding of every message but for its ts, which goes in as it
+    is sent; the messages due at each tick go to one aiokafka record batch per partition
+    (keyed as `send` would partition them), a release counting from the acknowledgement
+    of its batch. (Encoding each event as it was sent took most of a core at 25,000
+    events/s.)"""
     kafka = settings.kafka
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, linger_ms=5, acks="all")
     await producer.start()
     for topic in (kafka.call_events_topic, kafka.dtmf_events_topic):
         await producer.partitions_for(topic)
     encoding = kafka.encoding
+    prepared: list[Prepared] = []
+    for event in events:
+        topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
+        key = event.user_id.encode()
+        partition = producer._partition(topic, None, None, None, key, b"")
+        prepared.append(prepare(event, encoding, topic, partition))
+    events.clear()  # the prepared messages are what is sent
 
     def acknowledged(legs: list[str]) -> Callable[[Any], None]:
         def note(_: Any) -> None:
@@ -209,41 +259,38 @@ async def live_feed(
     sent, behind = 0, 0.0
     started = time.time()
     try:
-        while sent < len(events):
+        while sent < len(prepared):
             elapsed = time.time() - started
             if elapsed > seconds:
                 break
-            due = min(len(events), int(elapsed * rate))
+            due = min(len(prepared), int(elapsed * rate))
             if due > sent:
                 behind = max(behind, elapsed - sent / rate)
             batches: dict[tuple[str, int], tuple[Any, list[str]]] = {}
+            now_ms = round(time.time() * 1000)
+            ts_json, ts_avro = format_iso(now_ms).encode(), zigzag_long(now_ms)
             while sent < due:
-                event = events[sent]
-                stamped = event.replace(ts=round(time.time() * 1000))
-                topic = kafka.dtmf_events_topic if event.type == DTMF else kafka.call_events_topic
-                key = event.user_id.encode()
-                value = encode_event_message(stamped, encoding)
-                partition = producer._partition(topic, None, None, None, key, value)
-                where = (topic, partition)
+                message = prepared[sent]
+                value = message.head + (ts_json if message.json else ts_avro) + message.tail
+                where = (message.topic, message.partition)
                 if where not in batches:
                     batches[where] = (producer.create_batch(), [])
                 batch, legs = batches[where]
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    future = await producer.send_batch(batch, topic, partition=partition)
+                if batch.append(key=message.key, value=value, timestamp=None) is None:  # full
+                    future = await producer.send_batch(batch, where[0], partition=where[1])
                     future.add_done_callback(acknowledged(legs))
                     batch, legs = batches[where] = (producer.create_batch(), [])
-                    batch.append(key=key, value=value, timestamp=None)
-                if event.type == CALL_RELEASED:
-                    leg = f"{event.switch_id}:{event.call_id}"
-                    legs.append(leg)
-                    stamps[leg] = stamped.ts / 1000
+                    batch.append(key=message.key, value=value, timestamp=None)
+                if message.leg is not None:
+                    legs.append(message.leg)
+                    stamps[message.leg] = now_ms / 1000
                 sent += 1
             for (topic, partition), (batch, legs) in batches.items():
                 future = await producer.send_batch(batch, topic, partition=partition)
                 future.add_done_callback(acknowledged(legs))
             await asyncio.sleep(0.002)
         await producer.flush()
-        return sent / (time.time() - started), behind
+        return sent / (time.time() - started), behind, started
     finally:
         await producer.stop()
 
@@ -261,7 +308,7 @@ def stamp_appended(settings: Settings) -> None:
 
 def latency(
     config: Path, settings: Settings, workdir: Path, rate: float, seconds: float,
-    *, users: int | None,
+    *, users: int | None, firm_users: bool,
 ) -> Latencies:
     port = free_port()
     stamp_appended(settings)
@@ -272,11 +319,21 @@ def latency(
     wanted = int(rate * (seconds + tail)) + 1
     # enough users for the feed not to run out of the day (with a margin)
     users = users or max(2000, round(1.4 * wanted / EVENTS_PER_USER_DAY))
-    simulated = iter_events(settings, SimulationOptions(users=users, seed=99))
+    # A day's calls sent in a minute: under the firm's own users, each user would make
+    # a call every second or so and hold every call of the run in memory for the
+    # correction window, far from any real user. By default each call (an activity of
+    # the simulator, with its code entries) is its own user's, as busy as a real user is
+    # over a few minutes; --latency-firm-users keeps the firm's users.
+    options = SimulationOptions(users=users, seed=99, user_per_activity=not firm_users)
+    simulated = iter_events(settings, options)
     events = list(itertools.islice(simulated, wanted))  # before the clock
     if len(events) < wanted:
         raise SystemExit(f"{users} users' day has {len(events):,} events, {wanted:,} wanted")
-    print(f"latency feed: {len(events):,} events of {users:,} users' day")
+    spread = len({event.user_id for event in events})
+    print(
+        f"latency feed: {len(events):,} events of {users:,} users' day"
+        + ("" if firm_users else f", each call under a user of its own ({spread:,} users)")
+    )
     # The feed shares this process with the reader: without this, each collection of
     # the oldest generation scanned the simulated events (a second or more), and the
     # feed sent in bursts every two seconds, which the latency then measured.
@@ -311,14 +368,18 @@ def latency(
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         time.sleep(2)
-        window_end = time.time() + seconds
-        achieved, behind = asyncio.run(
+        achieved, behind, started = asyncio.run(
             live_feed(settings, rate, events, seconds + tail, released=released, stamps=stamps)
         )
+        window_end = started + seconds
         time.sleep(5)  # CDRs of the window's last calls still on their way
         stop.set()
         reader.join(120)  # it reads on until a second without a CDR
         values = [(v, held) for v, held, at in list(seen.values()) if at <= window_end]
+        by_step: list[list[float]] = [[] for _ in range(int(seconds // TIMELINE_STEP) + 1)]
+        for v, _, at in list(seen.values()):
+            if started <= at <= window_end:
+                by_step[int((at - started) // TIMELINE_STEP)].append(v)
         window = [leg for leg, at in list(released.items()) if at <= window_end]
         return Latencies(
             achieved,
@@ -329,6 +390,7 @@ def latency(
             sorted(released[leg] - stamps[leg] for leg in window if leg in stamps),
             len(window),
             sum(1 for leg in window if leg not in covered),
+            by_step,
         )
     finally:
         worker.terminate()
@@ -370,6 +432,11 @@ def main() -> None:
         help="users of the live feed's day (default: enough for the run, at least 2,000)",
     )
     parser.add_argument(
+        "--latency-firm-users", action="store_true",
+        help="the live feed under the firm's users, each holding many calls of the run at "
+        "once (default: each call under a user of its own)",
+    )
+    parser.add_argument(
         "--latency-rate", type=float, help="events/s of the live feed (half the sustained rate)"
     )
     parser.add_argument(
@@ -392,7 +459,8 @@ def main() -> None:
     config2, settings2 = setup(workdir, bootstrap, args.partitions, args.commit_interval)
     live = args.latency_rate or rate / 2
     lat = latency(
-        config2, settings2, workdir, live, args.latency_seconds, users=args.latency_users
+        config2, settings2, workdir, live, args.latency_seconds, users=args.latency_users,
+        firm_users=args.latency_firm_users,
     )
     print(
         f"CDR latency, events sent live at {lat.rate:,.0f} events/s (asked {live:,.0f}, "
@@ -420,6 +488,10 @@ def main() -> None:
                 f"p99 {percentile(values, 0.99):.2f} s, max {values[-1]:.2f} s "
                 f"over {len(values)} CDRs"
             )
+    steps = [
+        f"{percentile(sorted(step), 0.99):.1f}" for step in lat.by_step if len(step) >= 100
+    ]
+    print(f"  p99 of each {TIMELINE_STEP:g} s of the window, in order: {' '.join(steps)}")
 
 
 if __name__ == "__main__":

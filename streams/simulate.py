@@ -47,7 +47,7 @@ import math
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime, time
 from pathlib import Path
 from random import Random
@@ -105,6 +105,11 @@ class SimulationOptions:
     disorder_ms: int = 0
     malformed_rate: float = 0.0
     switches: tuple[str, ...] = ("sw1", "sw2")
+    # Each activity (a call with its code entries and ring legs, as scripted) under a user
+    # of its own, `<user_id>~<n>`: a firm's calls spread over many users, each as busy as
+    # a real user is over a few minutes. For load tests that send a day's calls in a short
+    # run: with the firm's users, each would hold a day of calls at once.
+    user_per_activity: bool = False
 
     def check(self) -> None:
         if self.users < 1:
@@ -904,6 +909,16 @@ def _epoch_ms(day: date, at: time, zone_name: str) -> Millis:
     return round(datetime.combine(day, at, zone(zone_name)).timestamp() * 1000)
 
 
+def _activity_user(settings: Settings, user: SimUser, number: int) -> SimUser:
+    """The user of one activity (`SimulationOptions.user_per_activity`): the same
+    subscriber as `<user_id>~<number>`, under its group's policy (no exemption)."""
+    user_id = f"{user.user_id}~{number}"
+    policy = settings.policy(user.group_id)
+    exempt = user_id in policy.exempt_users
+    mandatory = policy.usage == "mandatory" and not exempt
+    return replace(user, user_id=user_id, exempt=exempt, mandatory=mandatory)
+
+
 def _activities(
     settings: Settings, options: SimulationOptions, user: SimUser
 ) -> Iterator[_Activity]:
@@ -919,6 +934,7 @@ def _activities(
         cumulative.append(total)
     t = opens + rng.randint(0, 1_200_000)
     previous_end: Millis | None = None
+    number = 1
     while t < closes:
         scenario = rng.choices(SCENARIOS, cum_weights=cumulative)[0]
         if scenario.quiet and previous_end is not None:
@@ -926,10 +942,13 @@ def _activities(
             if t >= closes:
                 break
         s.legs, s.records = [], []
+        if options.user_per_activity:
+            s.user = _activity_user(settings, user, number)
         scenario.script(s, t)
         activity = _Activity(scenario.name, s.legs, s.records)
         previous_end = max(leg.events[-1].ts for leg in s.legs)  # a leg's ts grow with seq
         yield activity
+        number += 1
         t = previous_end + 2000 + int(rng.expovariate(1 / mean_gap))
 
 

@@ -480,3 +480,28 @@ def test_cli_refuses_malformed_avro_and_warns_on_large_disorder(
     assert main(["simulate", "--users", "2", "--disorder-ms", "9000", "--output",
                  str(tmp_path / "x.jsonl")]) == 0
     assert "warning" in capsys.readouterr().err
+
+
+def test_a_user_per_activity_gives_the_same_calls_each_under_its_own_user(
+    day: Day, final: dict[str, Cdr]
+) -> None:
+    """For load tests: every activity under a user of its own (`<user>~<n>`); the engine
+    still issues exactly the scripted records, and the same ones but for the user (and
+    for a user exempt from codes by name: the new user has its group's policy)."""
+    options = dataclasses.replace(day.options, user_per_activity=True)
+    spread = _simulate(day.settings, options)
+    assert len(spread.events) == len(day.events)
+    users = {event.user_id for event in spread.events}
+    assert len(users) > 10 * len({event.user_id for event in day.events})
+    assert all(user.partition("~")[0] in {e.user_id for e in day.events} for user in users)
+    cdrs, letters = _engine(day.settings, spread.events)
+    assert letters == []
+    _assert_matches_truth(spread.truth, cdrs)
+    assert sorted(cdrs) == sorted(final)
+    exempt = {user for policy in day.settings.groups.values() for user in policy.exempt_users}
+    assert exempt & {cdr.user_id for cdr in final.values()}
+    for cdr_id, cdr in cdrs.items():
+        user_id = final[cdr_id].user_id
+        assert cdr.user_id.partition("~")[0] == user_id
+        if user_id not in exempt:
+            assert dataclasses.replace(cdr, user_id=user_id).same_content(final[cdr_id])

@@ -106,6 +106,11 @@ def add_parser(subparsers: Any) -> None:
         help="after that share of events, an extra malformed line (JSON Lines output only)",
     )
     parser.add_argument(
+        "--user-per-activity", action="store_true",
+        help="each activity (a call with its code entries) under a user of its own, "
+        "USER~N: for load tests that send a day's calls in minutes (see README)",
+    )
+    parser.add_argument(
         "--truth", metavar="FILE",
         help="also write the expected CDRs as scripted (ground truth) as JSON Lines",
     )
@@ -119,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
         resend_rate=args.resend_rate, disorder_ms=args.disorder_ms,
         malformed_rate=args.malformed_rate,
         switches=tuple(name.strip() for name in args.switches.split(",")),
+        user_per_activity=args.user_per_activity,
     )
     options.check()
     if options.disorder_ms >= settings.settle_ms:
