@@ -35,6 +35,7 @@ PURE_ENV = "CDRSTREAM_PURE"
 CORE_MODULES: tuple[str, ...] = (
     "timefmt", "deadletter", "events", "dialing", "legs", "correlation", "cdr",
     "cdr_builder", "engine", "avro_flat", "serialization", "shard_engine", "filemode",
+    "state_codec", "stream_processor",
 )
 
 
