@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -418,6 +419,25 @@ def throughput(config: Path, settings: Settings, workdir: Path, events: int) -> 
     return rate
 
 
+PROBE_LINE = (
+    b'{"event_id":"sw2-u3159c1-0","type":"call_started","ts":"2026-11-24T13:00:00.288Z",'
+    b'"switch_id":"sw2","user_id":"nina.hill5@acmecorp.example","group_id":"acme-corp",'
+    b'"call_id":"u3159c1","seq":0,"direction":"inbound","calling_number":"+17133270644"}'
+)
+
+
+def host_probe() -> float:
+    """Seconds to decode the same JSON line 300,000 times (best of 3): how fast this
+    shared host runs at the moment, to read the latency figures by."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(300_000):
+            orjson.loads(PROBE_LINE)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
 def percentile(values: list[float], share: float) -> float:
     return values[min(len(values) - 1, int(share * len(values)))]
 
@@ -456,6 +476,7 @@ def main() -> None:
 
     rate = 0.0 if args.latency_only else throughput(config, settings, workdir, args.events)
 
+    print(f"host probe before the latency run: {host_probe():.3f} s")
     config2, settings2 = setup(workdir, bootstrap, args.partitions, args.commit_interval)
     live = args.latency_rate or rate / 2
     lat = latency(
@@ -492,6 +513,7 @@ def main() -> None:
         f"{percentile(sorted(step), 0.99):.1f}" for step in lat.by_step if len(step) >= 100
     ]
     print(f"  p99 of each {TIMELINE_STEP:g} s of the window, in order: {' '.join(steps)}")
+    print(f"host probe after: {host_probe():.3f} s")
 
 
 if __name__ == "__main__":

@@ -133,16 +133,29 @@ class _Batches:
             self._known.add(topic)
         if partition is None:
             partition = producer._partition(topic, None, None, None, key, value)
+        await self.add_all(topic, partition, [(key, value)])
+
+    async def add_all(
+        self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
+    ) -> None:
+        """Add records to one topic partition (its metadata known: see `add`)."""
+        if not records:
+            return
+        producer = self._producer
+        if topic not in self._known:
+            await producer.client._wait_on_metadata(topic)
+            self._known.add(topic)
         where = (topic, partition)
         batch = self._open.get(where)
         if batch is None:
             batch = self._open[where] = producer.create_batch()
-        if batch.append(key=key, value=value, timestamp=None) is None:  # full
-            await self._send(where, self._open.pop(where))
-            batch = self._open[where] = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None) is None:
-                size = len(value or b"")
-                raise WorkerError(f"a record of {size} bytes does not fit in a batch")
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                await self._send(where, self._open.pop(where))
+                batch = self._open[where] = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    size = len(value or b"")
+                    raise WorkerError(f"a record of {size} bytes does not fit in a batch")
 
     async def _send(self, where: tuple[str, int], batch: Any) -> None:
         topic, partition = where
@@ -317,14 +330,20 @@ def _wire(app: BatchApp, settings: Settings) -> None:
         batches = _Batches(app.producer, known_topics)
 
         async def write(writes: list[StateWrite]) -> None:
-            for entry in writes:
-                with _in_partition(kafka.call_events_topic, entry.partition):
+            """One list of `writes_for`: all in one partition."""
+            if not writes:
+                return
+            partition = writes[0].partition
+            with _in_partition(kafka.call_events_topic, partition):
+                for entry in writes:
                     if entry.value is None:
                         if entry.key in store:
                             del store[entry.key]
                     else:
                         store[entry.key] = entry.value
-                await batches.add(changelog, entry.key, entry.value, partition=entry.partition)
+            await batches.add_all(
+                changelog, partition, [(entry.key, entry.value) for entry in writes]
+            )
 
         for change in changes:
             for count, writes in enumerate(processor.writes_for(change), start=1):
