@@ -70,7 +70,8 @@ def broker() -> str:
 
 
 def setup(
-    workdir: Path, bootstrap: str, partitions: int, commit_interval: float
+    workdir: Path, bootstrap: str, partitions: int, commit_interval: float,
+    batch_size: int | None = None,
 ) -> tuple[Path, Settings]:
     prefix = f"bench-{uuid.uuid4().hex[:6]}-"
     config = workdir / f"{prefix}config.toml"
@@ -81,7 +82,10 @@ def setup(
     text = text.replace(
         "commit_interval_seconds = 0.5", f"commit_interval_seconds = {commit_interval}"
     )
-    config.write_text(text.replace("batch_timeout_seconds = 0.05", "batch_timeout_seconds = 0.25"))
+    text = text.replace("batch_timeout_seconds = 0.05", "batch_timeout_seconds = 0.25")
+    if batch_size is not None:  # the [worker] table is the last
+        text += f"batch_size = {batch_size}\n"
+    config.write_text(text)
     cli("topics", "create", "--config", str(config))
     return config, settings
 
@@ -465,6 +469,10 @@ def main() -> None:
         help="the worker's commit_interval_seconds (the default config's)",
     )
     parser.add_argument(
+        "--batch-size", type=int,
+        help="the worker's batch_size (default: the default config's)",
+    )
+    parser.add_argument(
         "--latency-only", action="store_true", help="only the latency run (needs --latency-rate)"
     )
     args = parser.parse_args()
@@ -472,12 +480,16 @@ def main() -> None:
         parser.error("--latency-only needs --latency-rate")
     workdir = Path(tempfile.mkdtemp(prefix="cdrstream-bench-stream-"))
     bootstrap = broker()
-    config, settings = setup(workdir, bootstrap, args.partitions, args.commit_interval)
+    config, settings = setup(
+        workdir, bootstrap, args.partitions, args.commit_interval, args.batch_size
+    )
 
     rate = 0.0 if args.latency_only else throughput(config, settings, workdir, args.events)
 
     print(f"host probe before the latency run: {host_probe():.3f} s")
-    config2, settings2 = setup(workdir, bootstrap, args.partitions, args.commit_interval)
+    config2, settings2 = setup(
+        workdir, bootstrap, args.partitions, args.commit_interval, args.batch_size
+    )
     live = args.latency_rate or rate / 2
     lat = latency(
         config2, settings2, workdir, live, args.latency_seconds, users=args.latency_users,

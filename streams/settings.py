@@ -99,7 +99,7 @@ class WorkerSettings(_Strict):
     idle_flush_seconds: Annotated[float, Field(gt=0, le=86_400)] | None = None
     # 500: with 10,000, a worker under live load took fetches of seconds of traffic at
     # once and its fetches stalled between them (docs/decisions.md, "Batches of 500")
-    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 1000
     batch_timeout_seconds: Annotated[float, Field(gt=0, le=60)] = 0.25
     # 10 s: with 1 s, each offset commit held up the next fetches by about a second
     # (docs/decisions.md, "Offsets are committed every ten seconds")
