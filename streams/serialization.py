@@ -230,7 +230,7 @@ def claimed_user(line: bytes) -> bytes | None:
     at = line.find(USER_ID_AT)
     if at < 0:
         return None
-    start = at + 11
+    start = at + len(USER_ID_AT)
     end = line.find(b'"', start)
     if end < 0:
         return None

@@ -142,10 +142,8 @@ def local_date_text(ms: Millis, zone_name: str) -> str:
     end = datetime(after.year, after.month, after.day, tzinfo=tz)
     start_ms = round(start.timestamp() * 1000)
     end_ms = round(end.timestamp() * 1000)
-    if start.utcoffset() == end.utcoffset() and start_ms <= ms < end_ms and (
-        datetime.fromtimestamp(start_ms / 1000, tz).utcoffset()
-        == datetime.fromtimestamp((end_ms - 1) / 1000, tz).utcoffset()
-        == start.utcoffset()
-    ):
+    first = datetime.fromtimestamp(start_ms / 1000, tz).utcoffset()
+    last = datetime.fromtimestamp((end_ms - 1) / 1000, tz).utcoffset()
+    if start_ms <= ms < end_ms and first == last:  # no clock change that day
         _local_days[zone_name] = _LocalDay(start_ms, end_ms, text)
     return text

@@ -127,24 +127,25 @@ class _Batches:
     ) -> None:
         """Add a record (value None: a deletion, for a compacted topic), to `partition`
         or, without one, to the partition its key hashes to."""
-        producer = self._producer
-        if topic not in self._known:
-            await producer.client._wait_on_metadata(topic)
-            self._known.add(topic)
+        await self._know(topic)
         if partition is None:
-            partition = producer._partition(topic, None, None, None, key, value)
+            partition = self._producer._partition(topic, None, None, None, key, value)
         await self.add_all(topic, partition, [(key, value)])
+
+    async def _know(self, topic: str) -> None:
+        """Have the producer fetch the topic's metadata, once."""
+        if topic not in self._known:
+            await self._producer.client._wait_on_metadata(topic)
+            self._known.add(topic)
 
     async def add_all(
         self, topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes | None]]
     ) -> None:
-        """Add records to one topic partition (its metadata known: see `add`)."""
+        """Add records to one topic partition."""
         if not records:
             return
+        await self._know(topic)
         producer = self._producer
-        if topic not in self._known:
-            await producer.client._wait_on_metadata(topic)
-            self._known.add(topic)
         where = (topic, partition)
         batch = self._open.get(where)
         if batch is None:
