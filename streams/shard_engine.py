@@ -60,7 +60,12 @@ Decoded = tuple[int, Event | DeadLetter, Origin, int]  # line, item, origin, how
 
 
 def shard_of(user_id: str, shards: int) -> int:
-    return zlib.crc32(user_id.encode()) % shards
+    return shard_of_bytes(user_id.encode(), shards)
+
+
+def shard_of_bytes(user: bytes, shards: int) -> int:
+    """The shard of a user spelled in UTF-8 (a line's `claimed_user`)."""
+    return zlib.crc32(user) % shards
 
 
 class LineChunk:
@@ -125,7 +130,7 @@ class ShardEngine:
         claims = self.claims
         shard = claims.get(user)
         if shard is None:
-            shard = claims[user] = zlib.crc32(user) % self.shards
+            shard = claims[user] = shard_of_bytes(user, self.shards)
         return shard
 
     # ------------------------------------------------------------ JSON Lines
@@ -170,6 +175,7 @@ class ShardEngine:
         shard's `LineChunk.message` for this one)."""
         own = chunk.own
         foreign: list[tuple[int, Millis]] = []
+        taken = False
         for message in messages:
             values = array("q")
             values.frombytes(message)
@@ -178,9 +184,10 @@ class ShardEngine:
             passed = values[1]
             for at in range(2, 2 + passed):
                 own.append(self.taken(chunk, values[at]))
+                taken = True
             for at in range(2 + passed, len(values), 2):
                 foreign.append((values[at], values[at + 1]))
-        if len(own) and own[-1][3] == TAKEN:
+        if taken:  # in line order with this shard's own
             own.sort(key=_line)
         if len(messages) > 1:
             foreign.sort()
