@@ -88,6 +88,11 @@ class Metrics:
         self.dead_letters = Counter(
             "cdrstream_dead_letters", "Dead letters published", registry=self.registry
         )
+        self.batches = Counter(
+            "cdrstream_batches",
+            "Fetches of event records handled (events_in / batches: events a fetch)",
+            registry=self.registry,
+        )
         self.open_legs = Gauge(
             "cdrstream_open_legs", "Call legs held in memory", registry=self.registry
         )
@@ -390,6 +395,7 @@ def _wire(app: BatchApp, settings: Settings) -> None:
                 counts[tp.topic] += len(records)
             for topic, count in counts.items():
                 metrics.events.labels(topic).inc(count)
+            metrics.batches.inc()
             messages = [record for _, records in batch for record in records]
             outputs = processor.handle(messages, time.time(), backlog)
             for tp, _ in batch:  # records read again after a seek back leave it as it was

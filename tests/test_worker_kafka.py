@@ -260,6 +260,8 @@ def test_two_workers_share_the_partitions(setup, tmp_path: Path) -> None:
     assert_same_final(got, expected, workers[0])
     counts = [metric(port, "cdrstream_events_in_total") for port in ports]
     assert all(count > 0 for count in counts), f"one worker got no partitions: {counts}"
+    batches = [metric(port, "cdrstream_batches_total") for port in ports]
+    assert all(0 < b <= count for b, count in zip(batches, counts, strict=True)), batches
 
 
 def test_malformed_messages_go_to_the_dead_letter_topic(setup, tmp_path: Path) -> None:
