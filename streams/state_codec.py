@@ -15,8 +15,11 @@ new one with all of its; what is not named by a manifest is garbage, deleted at 
 checkpoint after a restore.
 
 An event changes one leg, so it writes that leg and a small manifest, however many calls
-the user has in memory. (Whole-user values, the previous format, made the changelog
-grow with the state: each checkpoint rewrote every changed user entirely.)
+the user has in memory. (Whole-user values, an earlier format, made the changelog grow
+with the state: each checkpoint rewrote every changed user entirely.) A small user, of
+at most INLINE_PIECES pieces (most users: a call's two or three legs, then its CDR and
+tombstones), holds them in its manifest's value instead: one record a change, and one
+deletion when it leaves memory; the manifest is one key, so it is never torn either.
 
 A leg piece is JSON (orjson): its key, whether it was closed, and an array of its events,
 each as its field values and its origin. An event's part is encoded once, when its leg is
@@ -62,9 +65,10 @@ from streams.timefmt import Millis
 # 2: events, legs, tombstones, origins pickled as value classes, not tuples
 # 3: a manifest per user naming its pieces (legs, issued CDRs, tombstones)
 # 4: legs as JSON, built from each event's part
-# 5: applied offsets in manifests and watermarks (4 is read as having none)
-FORMAT_VERSION = 5
-READABLE_FORMATS = (4, 5)
+# 5: applied offsets in manifests and watermarks
+# 6: a small user's pieces in its manifest's value (5 is read as having none there)
+FORMAT_VERSION = 6
+READABLE_FORMATS = (5, 6)
 WATERMARK_PREFIX = b"\x00watermark/"
 _HEADER = struct.Struct(">IB")
 _SEPARATOR = b"\x00"
@@ -145,44 +149,63 @@ def _piece_key(user_id: str, kind: bytes, value: bytes) -> bytes:
 Applied = dict[str, int]
 # a user's scalars (due, waiting), the keys of its pieces, the offsets applied
 Manifest = tuple[Millis | None, bool, tuple[bytes, ...], Applied]
+# A user with at most this many pieces (legs, issued CDRs, its tombstones) holds them in
+# its manifest's value rather than under keys of their own: one record per change and
+# one deletion when the user leaves memory, instead of a record per piece changed, the
+# manifest and a deletion per piece replaced. Most users are that small (a call of two
+# or three legs, then its CDR and tombstones for the correction window); a user with
+# more calls in memory has its pieces under their own keys, so that an event writes one
+# leg and a small manifest however many calls the user holds.
+INLINE_PIECES = 4
 
 
 @dataclass(frozen=True, slots=True)
 class WrittenLeg:
-    """A leg as the table holds it: the leg, its key, and its events' encoded parts."""
+    """A leg as the table holds it: the leg, its key (None: in the manifest's value),
+    and its events' encoded parts."""
 
     leg: Leg
-    key: bytes
+    key: bytes | None
     parts: list[bytes]
 
 
 @dataclass
 class Written:
-    """What the table holds for a user: its state's pieces (by identity) and their keys."""
+    """What the table holds for a user: its state's pieces (by identity) and their keys
+    (None: held in the manifest's value, see INLINE_PIECES)."""
 
     legs: dict[LegKey, WrittenLeg] = field(default_factory=dict)
-    issued: dict[str, tuple[Cdr, bytes]] = field(default_factory=dict)
-    tombstones: tuple[dict[LegKey, Tombstone], bytes] | None = None
+    issued: dict[str, tuple[Cdr, bytes | None]] = field(default_factory=dict)
+    tombstones: tuple[dict[LegKey, Tombstone], bytes | None] | None = None
     manifest: Manifest | None = None
 
     def keys(self) -> set[bytes]:
-        keys = {leg.key for leg in self.legs.values()} | {key for _, key in self.issued.values()}
-        if self.tombstones is not None:
+        """The keys of the pieces stored under keys of their own."""
+        keys = {leg.key for leg in self.legs.values() if leg.key is not None}
+        keys.update(key for _, key in self.issued.values() if key is not None)
+        if self.tombstones is not None and self.tombstones[1] is not None:
             keys.add(self.tombstones[1])
         return keys
 
 
+def pieces_of(state: UserState) -> int:
+    return len(state.legs) + len(state.issued) + (1 if state.tombstones else 0)
+
+
 def user_writes(
     partition: int, user_id: str, before: Written | None, after: UserState | None,
-    applied: Applied | None = None,
+    applied: Applied | None = None, *, inline_pieces: int = INLINE_PIECES,
 ) -> tuple[list[tuple[bytes, bytes | None]], Written | None]:
     """The table writes (key, value; None deletes), in order, that take a user from what
     was written, `before`, to `after` (None: the user left memory), whose state has
-    applied the events up to the offsets `applied`; and what is written then."""
+    applied the events up to the offsets `applied`; and what is written then. A user of
+    at most `inline_pieces` pieces has them in its manifest's value."""
     before = before or Written()
     if after is None:  # the manifest first: without it, the pieces are garbage
         gone = [manifest_key(user_id)] if before.manifest is not None else []
         return [(key, None) for key in gone + sorted(before.keys())], None
+    if pieces_of(after) <= inline_pieces:
+        return _inline_writes(partition, user_id, before, after, applied)
     writes: list[tuple[bytes, bytes | None]] = []
     now = Written()
 
@@ -194,7 +217,7 @@ def user_writes(
 
     for leg_key, leg in after.legs.items():
         seen = before.legs.get(leg_key)
-        if seen is not None and seen.leg is leg:
+        if seen is not None and seen.leg is leg and seen.key is not None:
             now.legs[leg_key] = seen
             continue
         parts = _leg_parts(leg, seen)
@@ -205,15 +228,20 @@ def user_writes(
     for cdr_id, cdr in after.issued.items():
         seen_cdr = before.issued.get(cdr_id)
         now.issued[cdr_id] = (
-            seen_cdr if seen_cdr is not None and seen_cdr[0] is cdr else (cdr, piece(ISSUED, cdr))
+            seen_cdr
+            if seen_cdr is not None and seen_cdr[0] is cdr and seen_cdr[1] is not None
+            else (cdr, piece(ISSUED, cdr))
         )
     if after.tombstones:
         seen_tombstones = before.tombstones
-        if seen_tombstones is not None and seen_tombstones[0] == after.tombstones:
+        if (
+            seen_tombstones is not None
+            and seen_tombstones[1] is not None
+            and seen_tombstones[0] == after.tombstones
+        ):
             now.tombstones = seen_tombstones
         else:
-            stones = [(tuple(key), stone) for key, stone in after.tombstones.items()]
-            now.tombstones = (dict(after.tombstones), piece(TOMBSTONES, stones))
+            now.tombstones = (dict(after.tombstones), piece(TOMBSTONES, _stones(after)))
     keys = tuple(sorted(now.keys()))
     now.manifest = (after.due, after.waiting, keys, dict(applied or {}))
     if now.manifest != before.manifest:
@@ -222,12 +250,59 @@ def user_writes(
     return writes, now
 
 
+def _stones(state: UserState) -> list[tuple[tuple[str, ...], Tombstone]]:
+    return [(tuple(key), stone) for key, stone in state.tombstones.items()]
+
+
+def pieces_of_written(written: Written) -> int:
+    return len(written.legs) + len(written.issued) + (written.tombstones is not None)
+
+
+def _inline_writes(
+    partition: int, user_id: str, before: Written, after: UserState, applied: Applied | None,
+) -> tuple[list[tuple[bytes, bytes | None]], Written]:
+    """A small user's writes: its manifest with every piece in its value (written when
+    anything changed), then deletions of the pieces it had under keys of their own."""
+    now = Written()
+    carried: list[tuple[bytes, bytes]] = []
+    changed = before.manifest is None or pieces_of_written(before) != pieces_of(after)
+    for leg_key, leg in after.legs.items():
+        seen = before.legs.get(leg_key)
+        parts = seen.parts if seen is not None and seen.leg is leg else _leg_parts(leg, seen)
+        changed = changed or seen is None or seen.leg is not leg or seen.key is not None
+        carried.append((LEG, encode_leg(partition, leg, parts)))
+        now.legs[leg_key] = WrittenLeg(leg, None, parts)
+    for cdr_id, cdr in after.issued.items():
+        seen_cdr = before.issued.get(cdr_id)
+        changed = changed or seen_cdr is None or seen_cdr[0] is not cdr or seen_cdr[1] is not None
+        carried.append((ISSUED, encode_value(partition, cdr)))
+        now.issued[cdr_id] = (cdr, None)
+    if after.tombstones:
+        seen_tombstones = before.tombstones
+        changed = changed or (
+            seen_tombstones is None
+            or seen_tombstones[1] is not None
+            or seen_tombstones[0] != after.tombstones
+        )
+        carried.append((TOMBSTONES, encode_value(partition, _stones(after))))
+        now.tombstones = (dict(after.tombstones), None)
+    now.manifest = (after.due, after.waiting, (), dict(applied or {}))
+    writes: list[tuple[bytes, bytes | None]] = []
+    if changed or now.manifest != before.manifest:
+        value = encode_value(partition, (*now.manifest, tuple(carried)))
+        writes.append((manifest_key(user_id), value))
+    writes.extend((key, None) for key in sorted(before.keys()))
+    return writes, now
+
+
 class StateBuilder:
     """Rebuilds users' states from a table's entries (in any order): each user as its
-    manifest names it. Entries no manifest names are garbage (`garbage`)."""
+    manifest names it (and holds it, see INLINE_PIECES). Entries no manifest names are
+    garbage (`garbage`)."""
 
     def __init__(self) -> None:
         self._manifests: dict[str, Manifest] = {}
+        self._carried: dict[str, tuple[tuple[bytes, bytes], ...]] = {}
         self._pieces: dict[bytes, bytes] = {}
 
     def add(self, key: bytes, value: bytes) -> None:
@@ -235,6 +310,7 @@ class StateBuilder:
         if kind == MANIFEST:
             due, waiting, keys, *rest = decode_value(value)
             self._manifests[user_id] = (due, bool(waiting), tuple(keys), _applied_of(rest))
+            self._carried[user_id] = tuple(rest[1]) if len(rest) > 1 else ()
         elif kind in (LEG, ISSUED, TOMBSTONES):
             self._pieces[key] = value
         else:
@@ -253,7 +329,9 @@ class StateBuilder:
                 if value is None:
                     raise WorkerError(f"the state of {user_id} names a missing entry {key!r}")
                 named.add(key)
-                self._add_piece(record, key, value)
+                self._add_piece(record, user_of(key)[1], key, value, user_id)
+            for kind, value in self._carried[user_id]:
+                self._add_piece(record, kind, None, value, user_id)
             states[user_id] = UserState(
                 {k: written.leg for k, written in record.legs.items()},
                 {k: cdr for k, (cdr, _) in record.issued.items()},
@@ -265,13 +343,16 @@ class StateBuilder:
         return states, written, garbage
 
     @staticmethod
-    def _add_piece(record: Written, key: bytes, value: bytes) -> None:
-        kind = user_of(key)[1]
+    def _add_piece(
+        record: Written, kind: bytes, key: bytes | None, value: bytes, user_id: str
+    ) -> None:
+        """A piece of `kind` stored under `key` (None: in the manifest's value)."""
+        where = f"table key {key!r}" if key is not None else f"the manifest of {user_id}"
         if kind == LEG:
             try:
                 leg = decode_leg(value)
             except (orjson.JSONDecodeError, TypeError, ValueError):
-                raise WorkerError(f"table key {key!r} does not hold a leg") from None
+                raise WorkerError(f"{where} does not hold a leg") from None
             parts = [
                 _event_part(event, origin)
                 for event, origin in zip(leg.events, leg.origins, strict=True)
@@ -285,7 +366,7 @@ class StateBuilder:
             stones = {LegKey(*leg): stone for leg, stone in piece}
             record.tombstones = (stones, key)
         else:
-            raise WorkerError(f"table key {key!r} does not hold what its kind says")
+            raise WorkerError(f"{where} does not hold what its kind says")
 
 
 def watermark_key(partition: int) -> bytes:
