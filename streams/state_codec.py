@@ -254,7 +254,7 @@ def _stones(state: UserState) -> list[tuple[tuple[str, ...], Tombstone]]:
     return [(tuple(key), stone) for key, stone in state.tombstones.items()]
 
 
-def pieces_of_written(written: Written) -> int:
+def _pieces_written(written: Written) -> int:
     return len(written.legs) + len(written.issued) + (written.tombstones is not None)
 
 
@@ -264,18 +264,18 @@ def _inline_writes(
     """A small user's writes: its manifest with every piece in its value (written when
     anything changed), then deletions of the pieces it had under keys of their own."""
     now = Written()
-    carried: list[tuple[bytes, bytes]] = []
-    changed = before.manifest is None or pieces_of_written(before) != pieces_of(after)
+    changed = before.manifest is None or _pieces_written(before) != pieces_of(after)
     for leg_key, leg in after.legs.items():
         seen = before.legs.get(leg_key)
-        parts = seen.parts if seen is not None and seen.leg is leg else _leg_parts(leg, seen)
-        changed = changed or seen is None or seen.leg is not leg or seen.key is not None
-        carried.append((LEG, encode_leg(partition, leg, parts)))
-        now.legs[leg_key] = WrittenLeg(leg, None, parts)
+        if seen is not None and seen.leg is leg:
+            changed = changed or seen.key is not None
+            now.legs[leg_key] = WrittenLeg(leg, None, seen.parts)
+        else:
+            changed = True
+            now.legs[leg_key] = WrittenLeg(leg, None, _leg_parts(leg, seen))
     for cdr_id, cdr in after.issued.items():
         seen_cdr = before.issued.get(cdr_id)
         changed = changed or seen_cdr is None or seen_cdr[0] is not cdr or seen_cdr[1] is not None
-        carried.append((ISSUED, encode_value(partition, cdr)))
         now.issued[cdr_id] = (cdr, None)
     if after.tombstones:
         seen_tombstones = before.tombstones
@@ -284,11 +284,14 @@ def _inline_writes(
             or seen_tombstones[1] is not None
             or seen_tombstones[0] != after.tombstones
         )
-        carried.append((TOMBSTONES, encode_value(partition, _stones(after))))
         now.tombstones = (dict(after.tombstones), None)
     now.manifest = (after.due, after.waiting, (), dict(applied or {}))
     writes: list[tuple[bytes, bytes | None]] = []
-    if changed or now.manifest != before.manifest:
+    if changed or now.manifest != before.manifest:  # every piece goes again with it
+        carried = [(LEG, encode_leg(partition, w.leg, w.parts)) for w in now.legs.values()]
+        carried += [(ISSUED, encode_value(partition, cdr)) for cdr in after.issued.values()]
+        if after.tombstones:
+            carried.append((TOMBSTONES, encode_value(partition, _stones(after))))
         value = encode_value(partition, (*now.manifest, tuple(carried)))
         writes.append((manifest_key(user_id), value))
     writes.extend((key, None) for key in sorted(before.keys()))

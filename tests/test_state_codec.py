@@ -239,6 +239,8 @@ def test_a_small_user_writes_one_record_a_change_and_one_deletion_at_the_end() -
         apply(table, writes)
         assert list(table) == [MANIFEST_KEY]
         assert state_fields(rebuilt(table)[0][ALICE]) == state_fields(engine.users[ALICE])
+        again, _ = user_writes(7, ALICE, written[ALICE], engine.users[ALICE])
+        assert again == []  # nothing changed since: nothing written
     engine.advance(at(100))  # both issued, their legs kept for the correction window
     writes = checkpoint(engine, written)
     assert [key for key, _ in writes] == [MANIFEST_KEY]
