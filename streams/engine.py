@@ -565,7 +565,12 @@ class Engine:
     flush), and `finish` at the end of the input. Each returns what it issued, in order.
     """
 
-    def __init__(self, settings: Settings, users: Mapping[str, UserState] | None = None):
+    def __init__(
+        self, settings: Settings, users: Mapping[str, UserState] | None = None,
+        sweep_every_ms: Millis | None = None,
+    ):
+        """`sweep_every_ms`: how often, in event time, expired tombstones are dropped
+        from memory (default: an eighth of the redelivery horizon, at least a minute)."""
         self.settings = settings
         self.users: dict[str, UserState] = dict(users or {})
         self.watermark: Millis | None = None
@@ -573,7 +578,10 @@ class Engine:
         self.changed: set[str] = set()
         self._memo = Memo()
         self._times = _times(settings)
-        self._sweep_every = max(60_000, self._times.redelivery_horizon_ms // 8)
+        self._sweep_every = (
+            max(60_000, self._times.redelivery_horizon_ms // 8)
+            if sweep_every_ms is None else sweep_every_ms
+        )
         self._next_sweep: Millis | None = None
         # When a list, each evaluation that may issue appends (due, user_id, how many
         # outputs it gave): what sharded file mode needs to merge engines' outputs in the

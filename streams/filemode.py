@@ -38,23 +38,21 @@ def process_file(
     above 1, users are spread over that many processes (`streams.sharded`): the same
     files, byte for byte."""
     letters_path = dead_letter_path(output_path)
-    records = 0  # first versions: memory stays flat however long the input is
     with CdrWriter(output_path, fmt) as cdrs, DeadLetterWriter(letters_path) as letters:
 
         def emit(outputs: Iterable[Output]) -> None:
-            nonlocal records
             for item in outputs:
                 if isinstance(item, Cdr):
                     cdrs.write(item)
-                    records += item.version == 1
                 else:
                     letters.write(item)
 
         if jobs > 1:
-            events, records = process_sharded(settings, input_path, cdrs, letters, jobs)
+            events = process_sharded(settings, input_path, cdrs, letters, jobs)
         else:
             events = _run_one_engine(settings, input_path, emit, letters)
-    return ProcessStats(events, cdrs.count, records, letters.count, letters_path)
+    # records: the first versions written (counted as written, so memory stays flat)
+    return ProcessStats(events, cdrs.count, cdrs.first_versions, letters.count, letters_path)
 
 
 def _run_one_engine(

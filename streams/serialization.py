@@ -432,6 +432,7 @@ class CdrWriter:
         self.path = Path(path)
         self.format = fmt
         self.count = 0
+        self.first_versions = 0  # CDRs written as version 1: the records of the input
         self._handle: IO[bytes] = open(self.path, "wb")
         self._text: io.TextIOWrapper | None = None
         self._avro: Any = None
@@ -443,11 +444,13 @@ class CdrWriter:
             self._avro = avro_writer(self._handle, CDR_SCHEMA, CDR_SCHEMA)
 
     def write(self, cdr: Cdr) -> None:
-        self.write_encoded(self._encode(cdr))
+        self.write_encoded(self._encode(cdr), cdr.version == 1)
 
-    def write_encoded(self, encoded: Any) -> None:
-        """Write a CDR as `cdr_encoder` of this writer's format gave it."""
+    def write_encoded(self, encoded: Any, first: bool) -> None:
+        """Write a CDR as `cdr_encoder` of this writer's format gave it; `first`: it is a
+        first version."""
         self.count += 1
+        self.first_versions += first
         if self._text is not None:
             self._text.write(encoded)
         elif self._avro is not None:

@@ -281,21 +281,19 @@ class _Shards:
 def process_sharded(
     settings: Settings, input_path: str | Path, cdrs: CdrWriter, letters: DeadLetterWriter,
     jobs: int,
-) -> tuple[int, int]:
+) -> int:
     """File mode over `input_path` in `jobs` shard processes, its outputs written in one
-    engine's order; returns the number of input items and of first versions written."""
+    engine's order; returns the number of input items."""
     shards = _Shards(ShardRun(settings, str(input_path), cdrs.format, jobs))
-    records = 0
     try:
         for group in shards.merged():
             for is_cdr, first, encoded in group:
                 if is_cdr:
-                    cdrs.write_encoded(encoded)
-                    records += first
+                    cdrs.write_encoded(encoded, first)
                 else:
                     letters.write_encoded(encoded)
     except BaseException:
         shards.stop()
         raise
     shards.join()
-    return shards.events, records
+    return shards.events

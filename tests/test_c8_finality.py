@@ -129,13 +129,11 @@ class TestReissue:
         leg = call()
         runs = []
         for sweep_often in (True, False):
-            engine = Engine(config)
+            engine = Engine(config, sweep_every_ms=None if sweep_often else 2**62)
             feed_all(engine, leg.events)
             engine.advance(at(65))  # issued and forgotten: a tombstone until 665 s
             assert engine.open_legs == 0
-            if not sweep_often:
-                engine._next_sweep = engine._sweep_every = 2**62  # never again
-            engine.advance(at(700))
+            engine.advance(at(700))  # swept by default; never again after the first
             held = sum(len(state.tombstones) for state in engine.users.values())
             assert held == (0 if sweep_often else 1)
             # the same leg again (its call id re-used): not a re-delivery any more

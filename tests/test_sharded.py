@@ -34,6 +34,9 @@ def outputs(tmp_path: Path, events: Path, name: str, fmt: str, jobs: int) -> tup
     stats = process_file(load_settings(None), events, out, fmt, jobs=jobs)  # type: ignore[arg-type]
     letters = dead_letter_path(out)
     assert stats.dead_letters == (letters.read_bytes().count(b"\n") if letters.exists() else 0)
+    if fmt == "jsonl":  # the counts as written, in one process or over shards
+        versions = [orjson.loads(line)["version"] for line in out.read_bytes().splitlines()]
+        assert (stats.cdrs, stats.calls) == (len(versions), versions.count(1))
     return out.read_bytes(), letters.read_bytes() if letters.exists() else b""
 
 
