@@ -185,6 +185,8 @@ class Latencies(NamedTuple):
     legs: int  # legs released within the window
     unissued: int  # of those, legs no CDR read by the end covers (the worker fell behind)
     by_step: list[list[float]]  # latencies of the releases in each TIMELINE_STEP of the window
+    worker_cpu: float | None  # CPU seconds the worker used while the feed ran (Linux)
+    sent: int  # events the feed sent
 
 
 class Prepared(NamedTuple):
@@ -227,11 +229,11 @@ def prepare(event: Event, encoding: str, topic: str, partition: int) -> Prepared
 async def live_feed(
     settings: Settings, rate: float, events: list[Event], seconds: float,
     *, released: dict[str, float], stamps: dict[str, float],
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, int]:
     """Send `events` (simulated beforehand) at `rate` per second for `seconds`, each
     stamped with the wall clock as it is sent; note when each release was acknowledged
     by the broker. Returns the rate achieved, how far, at most, sending fell behind its
-    schedule (seconds), and when sending started (wall clock).
+    schedule (seconds), when sending started (wall clock), and how many were sent.
 
     The feed stands in for switches on other machines but shares the two cores with the
     worker and the broker, so it is kept cheap: the simulation runs before the clock
@@ -295,7 +297,7 @@ async def live_feed(
                 future.add_done_callback(acknowledged(legs))
             await asyncio.sleep(0.002)
         await producer.flush()
-        return sent / (time.time() - started), behind, started
+        return sent / (time.time() - started), behind, started, sent
     finally:
         await producer.stop()
 
@@ -373,9 +375,11 @@ def latency(
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         time.sleep(2)
-        achieved, behind, started = asyncio.run(
+        cpu_before = cpu_seconds(worker.process.pid)
+        achieved, behind, started, sent = asyncio.run(
             live_feed(settings, rate, events, seconds + tail, released=released, stamps=stamps)
         )
+        cpu_after = cpu_seconds(worker.process.pid)
         window_end = started + seconds
         time.sleep(5)  # CDRs of the window's last calls still on their way
         stop.set()
@@ -396,9 +400,23 @@ def latency(
             len(window),
             sum(1 for leg in window if leg not in covered),
             by_step,
+            None if cpu_before is None or cpu_after is None else cpu_after - cpu_before,
+            sent,
         )
     finally:
         worker.terminate()
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user and system) a process has used so far, from /proc (None elsewhere):
+    the worker's CPU per event is steadier across this host's slow and fast minutes than
+    its latency, and what an A/B of two builds compares."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime: fields 14 and 15
 
 
 def throughput(config: Path, settings: Settings, workdir: Path, events: int) -> float:
@@ -525,6 +543,11 @@ def main() -> None:
         f"{percentile(sorted(step), 0.99):.1f}" for step in lat.by_step if len(step) >= 100
     ]
     print(f"  p99 of each {TIMELINE_STEP:g} s of the window, in order: {' '.join(steps)}")
+    if lat.worker_cpu is not None and lat.sent:
+        print(
+            f"  worker CPU while the feed ran: {lat.worker_cpu:.1f} s, "
+            f"{lat.worker_cpu / lat.sent * 1e6:.1f} us per event sent"
+        )
     print(f"host probe after: {host_probe():.3f} s")
 
 
