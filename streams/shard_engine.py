@@ -59,12 +59,8 @@ TAKEN: Final = 3  # passed on to this shard by the one that claimed it: fed here
 Decoded = tuple[int, Event | DeadLetter, Origin, int]  # line, item, origin, how
 
 
-def shard_of(user_id: str, shards: int) -> int:
-    return shard_of_bytes(user_id.encode(), shards)
-
-
-def shard_of_bytes(user: bytes, shards: int) -> int:
-    """The shard of a user spelled in UTF-8 (a line's `claimed_user`)."""
+def shard_of(user: bytes, shards: int) -> int:
+    """The shard of a user spelled in UTF-8 (its `user_id`, or a line's `claimed_user`)."""
     return zlib.crc32(user) % shards
 
 
@@ -109,8 +105,8 @@ class ShardEngine:
         self.name = name
         self.unsent: list[Tagged] = []
         self.number = 0  # groups tagged so far
-        self.owner: dict[str, int] = {}  # user -> shard
-        self.claims: dict[bytes, int] = {}  # a user as a line's bytes spell it -> shard
+        # user -> shard, the user by name or as a line's bytes spell it (`claimed_user`)
+        self.owners: dict[str | bytes, int] = {}
         self.top: Millis = -1  # the largest ts of this shard's claimed events so far
         self.items = 0  # the input items this shard answers for (events and dead letters)
 
@@ -118,19 +114,14 @@ class ShardEngine:
     def watermark(self) -> Millis | None:
         return self.engine.watermark
 
-    def shard(self, user_id: str) -> int:
-        owner = self.owner
-        shard = owner.get(user_id)
+    def shard(self, user: str | bytes) -> int:
+        """The shard of a user, by name or as a line's bytes spell it (the same shard
+        for the same user: `shard_of`)."""
+        owners = self.owners
+        shard = owners.get(user)
         if shard is None:
-            shard = owner[user_id] = shard_of(user_id, self.shards)
-        return shard
-
-    def claimant(self, user: bytes) -> int:
-        """The shard a line's user bytes hash to (`shard_of` of the user they spell)."""
-        claims = self.claims
-        shard = claims.get(user)
-        if shard is None:
-            shard = claims[user] = shard_of_bytes(user, self.shards)
+            spelled = user if isinstance(user, bytes) else user.encode()
+            shard = owners[user] = shard_of(spelled, self.shards)
         return shard
 
     # ------------------------------------------------------------ JSON Lines
@@ -146,7 +137,7 @@ class ShardEngine:
         for line in lines:
             number += 1
             user = claimed_user(line)
-            if user is not None and self.claimant(user) != index:
+            if user is not None and self.shard(user) != index:
                 continue
             origin = Origin(name, None, number)
             item = decode_json_line(line, origin)

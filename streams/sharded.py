@@ -36,10 +36,10 @@ from streams.serialization import (
     read_events,
 )
 from streams.settings import Settings
-from streams.shard_engine import SHARED, Encoded, LineChunk, ShardEngine, Tagged, shard_of
+from streams.shard_engine import SHARED, Encoded, LineChunk, ShardEngine, Tagged
 from streams.timefmt import Millis
 
-__all__ = ["ShardRun", "default_jobs", "process_sharded", "shard_of"]
+__all__ = ["ShardRun", "default_jobs", "process_sharded"]
 
 CHUNK = 1000  # tagged groups sent to the parent at a time
 LINES_BYTES = 256 * 1024  # JSON Lines read and decoded at a time (about 600 events)
