@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import itertools
 import os
 import subprocess
@@ -32,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import fastavro
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaAdminClient
@@ -201,15 +203,14 @@ class Prepared(NamedTuple):
     leg: str | None  # the leg's cdr id, for a release
 
 
-def zigzag_long(value: int) -> bytes:
-    """An Avro long: zigzag, then 7 bits a byte, low first."""
-    number = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while number > 0x7F:
-        out.append((number & 0x7F) | 0x80)
-        number >>= 7
-    out.append(number)
-    return bytes(out)
+AVRO_LONG = fastavro.parse_schema("long")
+
+
+def avro_long(value: int) -> bytes:
+    """`value` as an Avro long (binary), as the event messages carry their ts."""
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, AVRO_LONG, value)
+    return out.getvalue()
 
 
 def prepare(event: Event, encoding: str, topic: str, partition: int) -> Prepared:
@@ -217,7 +218,7 @@ def prepare(event: Event, encoding: str, topic: str, partition: int) -> Prepared
     the parts with the event's own ts put back are its encoding, byte for byte)."""
     value = encode_event_message(event, encoding)
     json = encoding == "json"
-    ts = format_iso(event.ts).encode() if json else zigzag_long(event.ts)
+    ts = format_iso(event.ts).encode() if json else avro_long(event.ts)
     at = value.find(ts)
     if at < 0 or value.find(ts, at + 1) >= 0:
         raise SystemExit(f"event {event.event_id}: its ts is not once in its encoding")
@@ -275,7 +276,7 @@ async def live_feed(
                 behind = max(behind, elapsed - sent / rate)
             batches: dict[tuple[str, int], tuple[Any, list[str]]] = {}
             now_ms = round(time.time() * 1000)
-            ts_json, ts_avro = format_iso(now_ms).encode(), zigzag_long(now_ms)
+            ts_json, ts_avro = format_iso(now_ms).encode(), avro_long(now_ms)
             while sent < due:
                 message = prepared[sent]
                 value = message.head + (ts_json if message.json else ts_avro) + message.tail
