@@ -132,8 +132,8 @@ class _Batches:
     ) -> None:
         """Add a record (value None: a deletion, for a compacted topic), to `partition`
         or, without one, to the partition its key hashes to."""
-        await self._know(topic)
-        if partition is None:
+        if partition is None:  # partitioning by key needs the topic's metadata
+            await self._know(topic)
             partition = self._producer._partition(topic, None, None, None, key, value)
         await self.add_all(topic, partition, [(key, value)])
 
