@@ -10,6 +10,12 @@ reads as before; a test checks this reader against fastavro on generated records
 
 Stricter than fastavro in one way: bytes left over after the record are an error (a
 message that is more than its record is not what the schema says).
+
+`record_writer` does the other direction for records of such fields and arrays of flat
+records (the CDR): fastavro took about 18 us to write a CDR from the dict it needs, the
+worker's largest cost after the engine and the checkpoint; the writer takes the values
+straight from the object's attributes and writes the bytes fastavro writes (a test
+checks them against fastavro on generated CDRs).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ _DOUBLE: Final = 3
 _KINDS: Final = {"string": _STRING, "long": _LONG, "int": _LONG, "boolean": _BOOLEAN,
                  "double": _DOUBLE}
 _DOUBLE_FORMAT: Final = struct.Struct("<d")
+_ARRAY: Final = 4  # of flat records (writing only)
 
 
 class FlatRecordReader:
@@ -130,3 +137,116 @@ def _field_kind(declared: Any) -> tuple[int | None, int]:
         other, inner = _field_kind(declared[1 - null])
         return (other, null) if other is not None and inner == -1 else (None, -1)
     return None, -1
+
+
+class RecordWriter:
+    """Writes the binary datum of a record schema whose fields are flat (as the reader's)
+    or arrays of flat records, taking each field from the attribute of that name."""
+
+    names: Final[list[str]]
+    kinds: Final[list[int]]
+    null_index: Final[list[int]]
+    items: Final[list[RecordWriter | None]]  # per field: the writer of an array's records
+
+    def __init__(
+        self,
+        names: list[str],
+        kinds: list[int],
+        null_index: list[int],
+        items: list[RecordWriter | None],
+    ) -> None:
+        self.names = names
+        self.kinds = kinds
+        self.null_index = null_index
+        self.items = items
+
+    def write(self, value: object) -> bytes:
+        """The datum of `value` (any object with the fields as attributes)."""
+        out = bytearray()
+        self.write_into(out, value)
+        return bytes(out)
+
+    def write_into(self, out: bytearray, value: object) -> None:
+        names = self.names
+        kinds = self.kinds
+        nulls = self.null_index
+        for index in range(len(names)):
+            field = getattr(value, names[index])
+            null = nulls[index]
+            if null >= 0:
+                if field is None:
+                    _write_long(out, null)
+                    continue
+                _write_long(out, 1 - null)
+            elif field is None:
+                raise SerializationError(f"field {names[index]}: None where the schema has no null")
+            kind = kinds[index]
+            if kind == _STRING:
+                if not isinstance(field, str):
+                    raise SerializationError(f"field {names[index]}: not a string")
+                encoded = field.encode()
+                _write_long(out, len(encoded))
+                out += encoded
+            elif kind == _LONG:
+                if not isinstance(field, int) or isinstance(field, bool):
+                    raise SerializationError(f"field {names[index]}: not an integer")
+                _write_long(out, field)
+            elif kind == _BOOLEAN:
+                if not isinstance(field, bool):
+                    raise SerializationError(f"field {names[index]}: not a boolean")
+                out.append(1 if field else 0)
+            elif kind == _DOUBLE:
+                if not isinstance(field, (int, float)) or isinstance(field, bool):
+                    raise SerializationError(f"field {names[index]}: not a number")
+                out += _DOUBLE_FORMAT.pack(float(field))
+            else:
+                self._write_array(out, index, field)
+
+    def _write_array(self, out: bytearray, index: int, field: object) -> None:
+        writer = self.items[index]
+        assert writer is not None
+        elements = list(field)  # type: ignore[call-overload]
+        if elements:  # one block of all the items, then the empty block (as fastavro)
+            _write_long(out, len(elements))
+            for element in elements:
+                writer.write_into(out, element)
+        out.append(0)
+
+
+def _write_long(out: bytearray, value: int) -> None:
+    """Append `value` as a zig-zag varint (Avro int or long)."""
+    if not -(2**63) <= value < 2**63:
+        raise SerializationError(f"{value} does not fit in an Avro long")
+    encoded = (value << 1) ^ (value >> 63)
+    while encoded > 0x7F:
+        out.append((encoded & 0x7F) | 0x80)
+        encoded >>= 7
+    out.append(encoded)
+
+
+def record_writer(document: Any) -> RecordWriter | None:
+    """A writer for a record schema document whose fields are flat or arrays of flat
+    records, else None."""
+    if not isinstance(document, dict) or document.get("type") != "record":
+        return None
+    names: list[str] = []
+    kinds: list[int] = []
+    nulls: list[int] = []
+    items: list[RecordWriter | None] = []
+    for field in document.get("fields", []):
+        declared = field.get("type")
+        kind, null = _field_kind(declared)
+        item: RecordWriter | None = None
+        if kind is None:
+            if not (isinstance(declared, dict) and declared.get("type") == "array"):
+                return None
+            element = declared.get("items")
+            item = record_writer(element) if flat_reader(element) is not None else None
+            if item is None:
+                return None
+            kind = _ARRAY
+        names.append(str(field["name"]))
+        kinds.append(kind)
+        nulls.append(null)
+        items.append(item)
+    return RecordWriter(names, kinds, nulls, items)

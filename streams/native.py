@@ -33,7 +33,7 @@ PURE_ENV = "CDRSTREAM_PURE"
 # The pure core, in dependency order. Nothing here may use I/O beyond files, Kafka, or
 # anything mypyc cannot compile (pydantic models: settings stays source).
 CORE_MODULES: tuple[str, ...] = (
-    "timefmt", "deadletter", "events", "dialing", "legs", "correlation", "cdr",
+    "timefmt", "partitioner", "deadletter", "events", "dialing", "legs", "correlation", "cdr",
     "cdr_builder", "engine", "avro_flat", "serialization", "shard_engine", "filemode",
     "state_codec", "stream_processor",
 )

@@ -23,7 +23,7 @@ import orjson
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
 import streams
-from streams.avro_flat import FlatRecordReader, flat_reader
+from streams.avro_flat import FlatRecordReader, RecordWriter, flat_reader, record_writer
 from streams.cdr import CDR_FIELDS, Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin, raw_text
 from streams.errors import EventDecodeError, SerializationError
@@ -574,7 +574,18 @@ def decode_event_message(data: bytes, origin: Origin) -> Event | DeadLetter:
 def encode_cdr_message(cdr: Cdr, encoding: str) -> bytes:
     if encoding == "json":
         return orjson.dumps(cdr.to_json_dict())
-    return encode_single_object(CDR_SCHEMA, cdr_to_avro(cdr))
+    prefix, writer = _cdr_writer()
+    return prefix + writer.write(cdr)
+
+
+@cache
+def _cdr_writer() -> tuple[bytes, RecordWriter]:
+    """The single-object header of a CDR message and the CDR's record writer (the same
+    bytes as `encode_single_object` of `cdr_to_avro`, several times faster)."""
+    writer = record_writer(schema_document(CDR_SCHEMA))
+    if writer is None:
+        raise SerializationError(f"{CDR_SCHEMA} is not a schema the record writer writes")
+    return SINGLE_OBJECT_MARKER + schema_fingerprint(CDR_SCHEMA), writer
 
 
 def decode_cdr_message(data: bytes) -> Cdr:

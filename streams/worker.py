@@ -40,6 +40,7 @@ from streams.cdr import Cdr
 from streams.engine import Output
 from streams.errors import WorkerError
 from streams.gcpolicy import SurvivorFreezer, collect_rarely
+from streams.partitioner import partition_for_key
 from streams.serialization import encode_cdr_message, encode_dead_letter_message
 from streams.settings import Settings
 from streams.stream_processor import StateChanges, StateWrite, StreamProcessor
@@ -134,7 +135,12 @@ class _Batches:
         or, without one, to the partition its key hashes to."""
         if partition is None:  # partitioning by key needs the topic's metadata
             await self._know(topic)
-            partition = self._producer._partition(topic, None, None, None, key, value)
+            producer = self._producer
+            if key is None:
+                partition = producer._partition(topic, None, None, None, key, value)
+            else:  # as the producer's default partitioner would, compiled
+                count = len(producer._metadata.partitions_for_topic(topic))
+                partition = partition_for_key(key, count)
         await self.add_all(topic, partition, [(key, value)])
 
     async def _know(self, topic: str) -> None:
@@ -335,27 +341,30 @@ def _wire(app: BatchApp, settings: Settings) -> None:
         changelog = table.changelog_topic.get_topic_name()
         batches = _Batches(app.producer, known_topics)
 
-        async def write(writes: list[StateWrite]) -> None:
-            """One list of `writes_for`: all in one partition."""
-            if not writes:
-                return
-            partition = writes[0].partition
-            with _in_partition(kafka.call_events_topic, partition):
-                for entry in writes:
-                    if entry.value is None:
-                        if entry.key in store:
-                            del store[entry.key]
-                    else:
-                        store[entry.key] = entry.value
+        async def write(partition: int, writes: list[StateWrite]) -> None:
+            """Writes of one partition: to the store, then to the changelog's batch."""
+            for entry in writes:
+                if entry.value is None:
+                    if entry.key in store:
+                        del store[entry.key]
+                else:
+                    store[entry.key] = entry.value
             await batches.add_all(
                 changelog, partition, [(entry.key, entry.value) for entry in writes]
             )
 
         for change in changes:
-            for count, writes in enumerate(processor.writes_for(change), start=1):
-                await write(writes)
-                if not count % CHECKPOINT_SLICE_USERS:
-                    await asyncio.sleep(0)  # let a fetched batch be handled
+            slice_writes: list[StateWrite] = []
+            # the partition of every write of a change: the store (RocksDB) and the table
+            # take it from the current event, which stays set across the awaits
+            with _in_partition(kafka.call_events_topic, change.partition):
+                for count, writes in enumerate(processor.writes_for(change), start=1):
+                    slice_writes.extend(writes)
+                    if not count % CHECKPOINT_SLICE_USERS:
+                        await write(change.partition, slice_writes)
+                        slice_writes = []
+                        await asyncio.sleep(0)  # let a fetched batch be handled
+                await write(change.partition, slice_writes)
         for metadata in await asyncio.gather(*await batches.send()):
             store.set_persisted_offset(
                 faust.types.TP(metadata.topic, metadata.partition), metadata.offset

@@ -1,4 +1,5 @@
-"""The flat-record Avro reader (the event messages' decoder) against fastavro."""
+"""The flat-record Avro reader (the event messages' decoder) and the record writer (the
+CDR messages' encoder) against fastavro."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.avro_flat import flat_reader
+from streams.avro_flat import flat_reader, record_writer
+from streams.cdr import Cdr, CodeEntry, LegSummary
 from streams.deadletter import DeadLetter, Origin
 from streams.errors import SerializationError
 from streams.serialization import (
@@ -19,8 +21,11 @@ from streams.serialization import (
     CDR_SCHEMA,
     DEAD_LETTER_SCHEMA,
     DTMF_EVENT_SCHEMA,
+    cdr_to_avro,
+    decode_cdr_message,
     decode_event_message,
     decode_single_object,
+    encode_cdr_message,
     encode_single_object,
     schema_document,
     schema_fingerprint,
@@ -131,3 +136,80 @@ def test_event_messages_decode_as_fastavro_reads_them() -> None:
     assert isinstance(damaged, DeadLetter)
     assert damaged.reason.startswith("bad Avro cdrstream.CallEvent record")
     assert message[2:10] == schema_fingerprint(CALL_EVENT_SCHEMA)
+
+
+MILLIS = st.integers(min_value=0, max_value=2**62)
+MAYBE_TEXT = st.none() | TEXT
+ENTRIES = st.builds(
+    CodeEntry, MAYBE_TEXT, st.booleans(), st.sampled_from(["pre_dial", "second_line"]), TEXT,
+    MILLIS,
+)
+LEG_SUMMARIES = st.builds(
+    LegSummary, TEXT, MAYBE_TEXT, st.booleans(), st.none() | MILLIS, st.none() | MILLIS
+)
+CDRS = st.builds(
+    Cdr,
+    TEXT, INT, st.sampled_from(["call", "code_entry"]), TEXT, TEXT, TEXT, TEXT, MAYBE_TEXT,
+    TEXT, MAYBE_TEXT, MAYBE_TEXT, MAYBE_TEXT, MILLIS, st.none() | MILLIS, MILLIS,
+    st.booleans(), LONG, LONG, LONG, TEXT, MAYBE_TEXT, MAYBE_TEXT, TEXT, st.booleans(),
+    st.lists(ENTRIES, max_size=4).map(tuple), MAYBE_TEXT, st.none() | st.booleans(),
+    MAYBE_TEXT, st.lists(LEG_SUMMARIES, max_size=4).map(tuple), TEXT, TEXT, st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(CDRS)
+def test_writes_a_cdr_as_fastavro_does(cdr: Cdr) -> None:
+    message = encode_cdr_message(cdr, "avro")
+    assert message == encode_single_object(CDR_SCHEMA, cdr_to_avro(cdr))
+    assert decode_cdr_message(message) == cdr
+
+
+def test_the_writer_refuses_what_the_schema_does_not_hold() -> None:
+    writer = record_writer({"type": "record", "name": "R", "fields": [
+        {"name": "s", "type": "string"}, {"name": "n", "type": ["null", "long"]},
+        {"name": "d", "type": "double"}, {"name": "b", "type": "boolean"}]})
+    assert writer is not None
+
+    class Row:
+        def __init__(self, s: object, n: object, d: object = 0.5, b: object = True) -> None:
+            self.s, self.n, self.d, self.b = s, n, d, b
+
+    assert writer.write(Row("a", None)) == write_plain(
+        {"s": "a", "n": None, "d": 0.5, "b": True}, writer_schema())
+    assert writer.write(Row("", -1, 2, False))[1:3] == b"\x02\x01"
+    for row, problem in [
+        (Row(None, 1), "s: None where the schema has no null"),
+        (Row(5, 1), "s: not a string"),
+        (Row("a", "1"), "n: not an integer"),
+        (Row("a", True), "n: not an integer"),
+        (Row("a", 2**63), "does not fit in an Avro long"),
+        (Row("a", 1, "x"), "d: not a number"),
+        (Row("a", 1, 0.5, 1), "b: not a boolean"),
+    ]:
+        with pytest.raises(SerializationError, match=problem):
+            writer.write(row)
+
+
+def writer_schema() -> Any:
+    return fastavro.parse_schema({"type": "record", "name": "R", "fields": [
+        {"name": "s", "type": "string"}, {"name": "n", "type": ["null", "long"]},
+        {"name": "d", "type": "double"}, {"name": "b", "type": "boolean"}]})
+
+
+def write_plain(record: dict[str, Any], schema: Any) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def test_the_writer_takes_flat_fields_and_arrays_of_flat_records_only() -> None:
+    assert record_writer(schema_document(CDR_SCHEMA)) is not None
+    assert record_writer({"type": "record", "name": "R", "fields": [
+        {"name": "m", "type": {"type": "map", "values": "string"}}]}) is None
+    assert record_writer({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": {"type": "array", "items": "string"}}]}) is None
+    nested = {"type": "record", "name": "N", "fields": [
+        {"name": "a", "type": {"type": "array", "items": {"type": "record", "name": "I", "fields": [
+            {"name": "m", "type": {"type": "array", "items": "long"}}]}}}]}
+    assert record_writer(nested) is None
