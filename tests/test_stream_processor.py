@@ -16,6 +16,7 @@ from streams.cdr import Cdr
 from streams.deadletter import DeadLetter, Origin
 from streams.engine import run_events
 from streams.events import DTMF, Event
+from streams.partitioner import partition_for_key
 from streams.serialization import (
     CALL_EVENT_SCHEMA,
     CDR_SCHEMA,
@@ -520,6 +521,11 @@ def test_the_checkpoint_at_stop_persists_and_then_marks_the_offsets(
         sent = [record for _, _, batch in producer.sent for record in batch.records]
         assert len(sent) == processor.counters.cdrs
         assert len(producer.sent) == len({(topic, p) for topic, p, _ in producer.sent})
+        cdrs = producer.records_to(processor.settings.kafka.cdr_topic)
+        assert cdrs and all(  # where the Java client's default partitioner puts its key
+            key is not None and partition == partition_for_key(key, 3)
+            for partition, key, _ in cdrs
+        )
         assert changelog == [] and consumer._processed == {}
         table = app.tables[TABLE_NAME]
         topic = table.changelog_topic.get_topic_name()
