@@ -21,6 +21,7 @@ checks them against fastavro on generated CDRs).
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any, Final
 
 from streams.errors import SerializationError
@@ -205,7 +206,9 @@ class RecordWriter:
     def _write_array(self, out: bytearray, index: int, field: object) -> None:
         writer = self.items[index]
         assert writer is not None
-        elements = list(field)  # type: ignore[call-overload]
+        if not isinstance(field, (list, tuple)):
+            raise SerializationError(f"field {self.names[index]}: not a list")
+        elements: Sequence[object] = field
         if elements:  # one block of all the items, then the empty block (as fastavro)
             _write_long(out, len(elements))
             for element in elements:
@@ -240,9 +243,8 @@ def record_writer(document: Any) -> RecordWriter | None:
         if kind is None:
             if not (isinstance(declared, dict) and declared.get("type") == "array"):
                 return None
-            element = declared.get("items")
-            item = record_writer(element) if flat_reader(element) is not None else None
-            if item is None:
+            item = record_writer(declared.get("items"))
+            if item is None or _ARRAY in item.kinds:  # arrays of flat records only
                 return None
             kind = _ARRAY
         names.append(str(field["name"]))

@@ -191,6 +191,25 @@ def test_the_writer_refuses_what_the_schema_does_not_hold() -> None:
             writer.write(row)
 
 
+def test_an_array_field_must_hold_a_list() -> None:
+    writer = record_writer({"type": "record", "name": "R", "fields": [
+        {"name": "a", "type": {"type": "array", "items": {
+            "type": "record", "name": "I", "fields": [{"name": "x", "type": "long"}]}}}]})
+    assert writer is not None
+
+    class Item:
+        x = 3
+
+    class Row:
+        def __init__(self, a: object) -> None:
+            self.a = a
+
+    assert writer.write(Row((Item(), Item()))) == b"\x04\x06\x06\x00"
+    assert writer.write(Row([])) == b"\x00"
+    with pytest.raises(SerializationError, match="a: not a list"):
+        writer.write(Row("xy"))
+
+
 def writer_schema() -> Any:
     return fastavro.parse_schema({"type": "record", "name": "R", "fields": [
         {"name": "s", "type": "string"}, {"name": "n", "type": ["null", "long"]},
