@@ -334,3 +334,22 @@ def test_a_leg_piece_that_is_not_a_leg_is_refused() -> None:
     builder.add(b"alice\x00Lx", encode_value(7, ("not", "a", "leg")))
     with pytest.raises(WorkerError, match="does not hold a leg"):
         builder.build()
+
+
+def test_the_parts_kept_for_a_call_cost_their_size() -> None:
+    """Event parts stay in memory as long as their call: each must take about its own
+    length, not the 4 KiB output buffer orjson 3.12+ hands back for any document (that
+    was 4 KB for every event a worker held)."""
+    import tracemalloc
+
+    events = events_of(LegScript("a1").outbound(0).keys("*712002", 1).dial(4).answer(5).release(60))
+    origin = Origin("call-events", 2, 40)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        parts = [_event_part(event, origin) for event in events * 50]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    payload = sum(len(part) for part in parts)
+    assert held < 2 * payload + 100 * len(parts), (held, payload)
