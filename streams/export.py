@@ -98,10 +98,17 @@ def render_csv(cdrs: Iterable[Cdr]) -> bytes:
 def render_json(cdrs: Iterable[Cdr]) -> bytes:
     """A JSON array of CDR objects (the CDR JSON form, keys in `CDR_FIELDS` order), one
     object per line."""
-    lines = [orjson.dumps(cdr.to_json_dict()) for cdr in cdrs]
-    if not lines:
+    out = io.BytesIO()
+    separator = b"[\n"
+    for cdr in cdrs:
+        # written at once: orjson's output holds a 4 KiB buffer however short it is
+        out.write(separator)
+        out.write(orjson.dumps(cdr.to_json_dict()))
+        separator = b",\n"
+    if out.tell() == 0:
         return b"[]\n"
-    return b"[\n" + b",\n".join(lines) + b"\n]\n"
+    out.write(b"\n]\n")
+    return out.getvalue()
 
 
 def render_day(cdrs: Sequence[Cdr], formats: Iterable[ExportFormat]) -> dict[str, RenderedFile]:

@@ -144,6 +144,10 @@ def test_json_is_an_array_of_cdr_objects_with_the_spec_fields_in_order() -> None
     assert document == [cdr.to_json_dict() for cdr in rows]
     assert document[0]["start_time"] == "2026-11-24T14:00:01.000Z"
     assert json.loads(render_json([])) == []
+    lines = render_json(rows).split(b"\n")  # one object per line, between the brackets
+    assert lines[0] == b"[" and lines[-2:] == [b"]", b""]
+    assert [json.loads(line.rstrip(b",")) for line in lines[1:-2]] == document
+    assert [line.endswith(b",") for line in lines[1:-2]] == [True, True, False]
 
 
 def test_rendering_is_deterministic_and_counts_rows() -> None:
