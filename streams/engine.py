@@ -293,7 +293,11 @@ class _Evaluation:
     def state(self) -> UserState:
         # tombstones do not make a user due: they expire lazily (`apply_event`) and are
         # swept from memory by the engine (`Engine.sweep`)
-        return UserState(self.legs, self.issued, self.tombstones, self.due, self.waiting)
+        # a dict emptied by deletions keeps its table: a user left with its tombstones
+        # alone would hold two of them for the redelivery horizon
+        return UserState(
+            self.legs or {}, self.issued or {}, self.tombstones, self.due, self.waiting
+        )
 
 
 def _same_input(before: object, now: object) -> bool:

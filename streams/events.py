@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
+from sys import intern
 from typing import Any, Final, NamedTuple
 
 from streams.errors import EventDecodeError
@@ -257,6 +258,12 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         and type(call_id) is str and call_id
     ):
         return None
+    # a worker holds every event of a call until its correction window has passed: the
+    # texts its events share are kept once (interned strings are freed with their last user)
+    switch_id = intern(switch_id)
+    user_id = intern(user_id)
+    group_id = intern(group_id)
+    call_id = intern(call_id)
     ts = raw.get("ts")
     if type(ts) is str:
         text = ts
@@ -274,6 +281,7 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
     kind = raw.get("type")
     if type(kind) is not str:
         return None
+    kind = intern(kind)
     if kind == DTMF:
         digit = raw.get("digit")
         if type(digit) is str and digit in DIGITS:
@@ -292,7 +300,8 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         if type(cause) is str and cause and (releasing is None or releasing in _RELEASING):
             return Event(
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
-                None, None, None, None, None, None, None, None, cause, releasing, None,
+                None, None, None, None, None, None, None, None, intern(cause),
+                None if releasing is None else intern(releasing), None,
             )
     elif kind == CALL_DIALED:
         called = raw.get("called_number")
@@ -300,7 +309,7 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         if type(called) is str and called and type(category) is str and category in _CATEGORIES:
             return Event(
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
-                None, None, called, None, None, None, None, category, None, None, None,
+                None, None, called, None, None, None, None, intern(category), None, None, None,
             )
     elif kind == CALL_STARTED:
         direction = raw.get("direction")
@@ -322,8 +331,8 @@ def _decode_well_formed(raw: dict[str, Any]) -> Event | None:
         ):
             return Event(
                 event_id, kind, ts, switch_id, user_id, group_id, call_id, seq,
-                direction, calling, called, network, related, reason, zone,
-                None, None, None, None,
+                intern(direction), calling, called, network, related, reason,
+                None if zone is None else intern(zone), None, None, None, None,
             )
     return None
 
