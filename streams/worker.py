@@ -423,6 +423,8 @@ def _wire(app: BatchApp, settings: Settings) -> None:
     app.batch_handler = process
     app.batch_on_stop = on_stop
     app.batch_wait_seconds = worker.batch_timeout_seconds
+    app.batch_fetch_min_bytes = worker.fetch_min_bytes
+    app.batch_fetch_max_wait_ms = round(worker.fetch_max_wait_seconds * 1000)
 
     @app.timer(interval=max(0.2, min(1.0, processor.idle_seconds / 2)))  # type: ignore[untyped-decorator]
     async def idle_flush() -> None:

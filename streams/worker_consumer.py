@@ -52,6 +52,9 @@ class BatchConsumer(faust_aiokafka.Consumer):
         # (Faust seeks back to the committed offsets of whatever is assigned next)
         self.revocations = 0
 
+    def _new_consumer_thread(self) -> BatchConsumerThread:
+        return BatchConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
     # ------------------------------------------------------------ offsets
 
     def mark_processed(self, tp: TP, offset: int) -> None:
@@ -193,6 +196,20 @@ class BatchConsumer(faust_aiokafka.Consumer):
         return True
 
 
+class BatchConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread, whose aiokafka consumer lets the broker gather records for
+    a fetch: Faust leaves aiokafka's `fetch_min_bytes` at 1 (an answer per record or
+    two when traffic is light) and sets no way to change it."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        app = cast(BatchApp, self.app)
+        # read by AIOKafkaConsumer.start(), when it builds its fetcher
+        consumer._fetch_min_bytes = app.batch_fetch_min_bytes
+        consumer._fetch_max_wait_ms = app.batch_fetch_max_wait_ms
+        return consumer
+
+
 class BatchTransport(faust_aiokafka.Transport):
     """The aiokafka transport, with `BatchConsumer` as its consumer."""
 
@@ -207,6 +224,8 @@ class BatchApp(faust.App):
     batch_topics: frozenset[str] = frozenset()
     batch_handler: BatchHandler | None = None
     batch_wait_seconds: float = 1.0  # how long one fetch waits for records to come
+    batch_fetch_min_bytes: int = 1  # aiokafka's fetch_min_bytes and fetch_max_wait_ms
+    batch_fetch_max_wait_ms: int = 1500  # (the defaults: as Faust sets them)
     # called once the fetcher has stopped, before the consumer's last commit
     batch_on_stop: Callable[[], Awaitable[None]] | None = None
 

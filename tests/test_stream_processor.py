@@ -545,3 +545,28 @@ def test_the_checkpoint_at_stop_persists_and_then_marks_the_offsets(
         assert consumer._processed == ends
 
     asyncio.run(run())
+
+
+def test_the_workers_consumer_lets_the_broker_gather_each_fetch() -> None:
+    """`[worker] fetch_min_bytes` and `fetch_max_wait_seconds` reach the aiokafka consumer
+    that fetches the events (Faust leaves them at 1 byte: a fetch per record or two when
+    traffic is light, about 1 ms of CPU each). aiokafka's fetcher reads these two
+    attributes when the consumer starts: if aiokafka renames them, this fails."""
+    from streams.worker import create_app
+
+    config = load_settings(None, environ={})
+    assert (config.worker.fetch_min_bytes, config.worker.fetch_max_wait_seconds) == (65_536, 0.05)
+    config = config.model_copy(update={"worker": config.worker.model_copy(
+        update={"fetch_min_bytes": 12_345, "fetch_max_wait_seconds": 0.07})})
+
+    async def consumer_of_the_events() -> Any:
+        app = create_app(config)
+        consumer = app.consumer._thread._create_consumer(loop=asyncio.get_running_loop())
+        try:
+            return (
+                consumer._fetch_min_bytes, consumer._fetch_max_wait_ms, consumer._max_poll_records
+            )
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(consumer_of_the_events()) == (12_345, 70, config.worker.batch_size)
