@@ -10,7 +10,7 @@ import orjson
 
 from streams.deadletter import Origin
 from streams.engine import Engine
-from streams.events import decode_event
+from streams.events import CALL_DIALED, decode_event
 from streams.serialization import decode_event_message, encode_event_message
 from tests.builders import LegScript, at, events_of, feed_all, settings
 
@@ -32,12 +32,20 @@ def test_events_of_a_call_share_their_texts_however_they_arrive() -> None:
         assert decoded == events
         for field in ("switch_id", "user_id", "group_id", "call_id"):
             assert len({id(getattr(event, field)) for event in decoded}) == 1, (encoding, field)
-        dialed = [event for event in decoded if event.type == "call_dialed"]
-        assert dialed[0].type is "call_dialed"  # noqa: F632 (the same object is the point)
-    started = decode_event(orjson.loads(orjson.dumps(events[0].to_json_dict())))
-    again = decode_event(orjson.loads(orjson.dumps(events[0].to_json_dict())))
-    assert started.direction is again.direction
-    assert started.user_timezone is again.user_timezone or started.user_timezone is None
+        [dialed] = [event for event in decoded if event.type == CALL_DIALED]
+        assert dialed.type is CALL_DIALED  # the module's constant, not a copy
+    # the texts of one field of each type's events: each set in some event here
+    zoned = [events[0].replace(user_timezone="America/Chicago"), *events[1:]]
+    first, second = (
+        [decode_event(orjson.loads(orjson.dumps(event.to_json_dict()))) for event in zoned]
+        for _ in range(2)
+    )
+    for field in ("direction", "user_timezone", "call_category", "cause", "releasing_party"):
+        [(one, other)] = [
+            (getattr(a, field), getattr(b, field))
+            for a, b in zip(first, second, strict=True) if getattr(a, field) is not None
+        ]
+        assert one is other, field
 
 
 def test_a_user_left_with_tombstones_holds_no_emptied_tables() -> None:
